@@ -1,0 +1,717 @@
+"""The aiohttp application: fal's queue, run, storage/CDN and file routes.
+
+URL layout (``base`` = http://127.0.0.1:PORT/), mirroring the hosts that
+fal-client's module globals point at once redirected:
+
+  POST {base}queue/{endpoint_id}                          submit
+  GET  {base}queue/{owner}/{alias}/requests/{id}/status   status (?logs=1)
+  GET  {base}queue/{owner}/{alias}/requests/{id}          result
+  PUT  {base}queue/{owner}/{alias}/requests/{id}/cancel   cancel
+  POST {base}run/{endpoint_id}                            synchronous run
+  POST {base}rest/storage/auth/token?storage_type=fal-cdn-v3
+  POST {base}rest/storage/upload/initiate?storage_type=gcs (fallback path)
+  PUT  {base}rest/storage/upload/put/{file_id}            (fallback path)
+  POST {base}cdn/files/upload                             v3 CDN upload
+  GET  {base}files/{file_id}/{name}                       stored files
+  GET/POST {base}_emulator/config, GET {base}_emulator/log, POST {base}_emulator/reset
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import io
+import json
+import math
+import mimetypes
+import random
+import re
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from aiohttp import web
+from PIL import Image, UnidentifiedImageError
+
+from .specs import ENDPOINTS, EndpointSpec, field_error, validate
+from .state import JOB_OUTCOME_KINDS, EmulatorState, FaultRule
+
+_NSFW_RE = re.compile(r"\bnsfw\b", re.IGNORECASE)
+_FILE_PATH_RE = re.compile(r"^/files/([0-9a-f]{32})(?:/|$)")
+
+# What real nginx answers with; fal-client only retries 502/503/504 when the
+# body mentions nginx and there is no x-fal-request-id (_is_ingress_error).
+_NGINX_BODY = ("<html><head><title>{code} {reason}</title></head><body>"
+               "<center><h1>{code} {reason}</h1></center><hr><center>nginx</center>"
+               "</body></html>")
+_FORBIDDEN_DETAIL = ("User is locked. Reason: Exhausted balance. "
+                     "Top up your balance at fal.ai/dashboard/billing.")
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _json(body: Any, status: int = 200, **headers: str) -> web.Response:
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+# ----- file store ---------------------------------------------------------
+
+
+@dataclass
+class StoredFile:
+    data: bytes
+    content_type: str
+    name: str
+
+
+class FileStore:
+    """In-memory CDN. Written from job worker threads, hence the lock."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, StoredFile] = {}
+        self._lock = threading.Lock()
+
+    def put(self, data: bytes, content_type: str, name: str, file_id: str | None = None) -> str:
+        file_id = file_id or uuid.uuid4().hex
+        with self._lock:
+            self._files[file_id] = StoredFile(data, content_type, name)
+        return file_id
+
+    def get(self, file_id: str) -> StoredFile | None:
+        with self._lock:
+            return self._files.get(file_id)
+
+    @staticmethod
+    def url(base: str, file_id: str, name: str) -> str:
+        return f"{base}files/{file_id}/{name}"
+
+
+# ----- jobs ----------------------------------------------------------------
+
+
+class RequestError(Exception):
+    """A job failure with the HTTP answer its result URL should give."""
+
+    def __init__(self, status: int, body: Any, message: str, error_type: str):
+        super().__init__(message)
+        self.status, self.body, self.message, self.error_type = status, body, message, error_type
+
+
+def _validation_error(errors: list[dict]) -> RequestError:
+    first = errors[0]
+    return RequestError(422, {"detail": errors},
+                        f"{'.'.join(str(x) for x in first['loc'][1:])}: {first['msg']}",
+                        "validation_error")
+
+
+@dataclass
+class Job:
+    id: str
+    spec: EndpointSpec
+    payload: Any
+    base: str
+    outcome: str | None            # job-outcome fault kind, if any
+    created: float = field(default_factory=time.monotonic)
+    status: str = "IN_QUEUE"
+    queue_until: float = 0.0
+    logs: list = field(default_factory=list)
+    result: dict | None = None
+    error: RequestError | None = None
+    cancelled: bool = False
+    started: float | None = None
+    finished: float | None = None
+    task: asyncio.Task | None = None
+
+    @property
+    def urls(self) -> dict:
+        owner, alias = self.spec.endpoint_id.split("/")[:2]
+        root = f"{self.base}queue/{owner}/{alias}/requests/{self.id}"
+        return {"response_url": root, "status_url": root + "/status",
+                "cancel_url": root + "/cancel"}
+
+    def log(self, message: str, level: str = "INFO") -> None:
+        self.logs.append({"message": message, "level": level, "source": "USER",
+                          "timestamp": _now_iso()})
+
+
+class ConcurrencyGate:
+    """FIFO admission limited by state.max_concurrency.
+
+    Waiters are woken on every release, and also re-check every 50 ms because
+    tests change the limit in-process from another thread, which cannot
+    notify an asyncio Condition.
+    """
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        self.running = 0
+        self.waiting: list[Job] = []
+        self._changed = asyncio.Condition()
+
+    def _may_start(self, job: Job) -> bool:
+        limit = self.state.max_concurrency
+        return self.waiting[0] is job and (limit is None or self.running < limit)
+
+    async def acquire(self, job: Job) -> None:
+        async with self._changed:
+            self.waiting.append(job)
+            try:
+                while not self._may_start(job):
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), 0.05)
+                    except asyncio.TimeoutError:
+                        pass
+            finally:
+                self.waiting.remove(job)
+                self._changed.notify_all()  # the next in line may now be head
+            self.running += 1
+
+    async def release(self) -> None:
+        async with self._changed:
+            self.running -= 1
+            self._changed.notify_all()
+
+
+# ----- image input / output -------------------------------------------------
+
+
+def _decode_data_uri(url: str) -> bytes:
+    header, _, data = url.partition(",")
+    if ";base64" in header:
+        return base64.b64decode(data, validate=False)
+    return unquote(data).encode("latin-1")
+
+
+def load_image(url: str, loc: list, store: FileStore,
+               spec: EndpointSpec) -> Image.Image:
+    """Fetch an input image from a data: URI or this server's /files/ store."""
+    try:
+        if url.startswith("data:"):
+            data = _decode_data_uri(url)
+        else:
+            parsed = urlparse(url)
+            match = _FILE_PATH_RE.match(parsed.path)
+            stored = store.get(match.group(1)) if parsed.scheme in ("http", "https") and match else None
+            if stored is None:
+                raise LookupError(url)
+            data = stored.data
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (LookupError, ValueError, binascii.Error):
+        raise _validation_error([field_error(
+            loc, "Failed to download the file. Please check if the URL is accessible.",
+            "file_download_error", url[:200])])
+    except (UnidentifiedImageError, OSError):
+        raise _validation_error([field_error(loc, "Could not decode the image file.",
+                                             "image_load_error", url[:200])])
+    limits = spec.image_limits
+    if limits and (img.width * img.height >= limits.max_pixels
+                   or max(img.size) >= limits.max_side or len(data) >= limits.max_bytes):
+        raise _validation_error([field_error(
+            loc, f"Image too large: must be under {limits.max_pixels} pixels, "
+                 f"{limits.max_side}px per side and {limits.max_bytes} bytes.",
+            "image_too_large", url[:200])])
+    return img.convert("RGB")
+
+
+def _convert_mode(img: Image.Image, mode: str) -> Image.Image:
+    if mode == "P":
+        return img.convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+    return img.convert(mode)
+
+
+def encode_image(img: Image.Image, fmt: str, result_mode: str | None) -> tuple[bytes, str, str]:
+    """Encode to bytes; returns (data, content_type, extension).
+
+    result_mode forces odd Pillow modes so clients' decoders get exercised;
+    the container follows what the mode can be stored in (CMYK -> JPEG,
+    alpha/palette -> PNG).
+    """
+    if result_mode:
+        img = _convert_mode(img, result_mode)
+        if result_mode == "CMYK":
+            fmt = "jpeg"
+        elif result_mode in ("RGBA", "LA", "P"):
+            fmt = "png"
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        img.save(buf, format="JPEG", quality=92)
+        return buf.getvalue(), "image/jpeg", "jpg"
+    img.save(buf, format="PNG")
+    return buf.getvalue(), "image/png", "png"
+
+
+def _payload_seed(payload: Any) -> int:
+    """Seed for endpoints without a seed input: derived from the inputs so the
+    output is still deterministic."""
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
+
+
+# ----- the server -------------------------------------------------------------
+
+
+class EmulatorServer:
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        self.files = FileStore()
+        self.jobs: dict[str, Job] = {}
+        self.cdn_tokens: dict[str, str] = {}          # token -> API key that got it
+        self.pending_uploads: dict[str, tuple] = {}   # file_id -> (content_type, name)
+        self.gate = ConcurrencyGate(state)
+        self.stopping = asyncio.Event()
+
+    # --- plumbing shared by all routes ---------------------------------------
+
+    @staticmethod
+    def _key(request: web.Request) -> str | None:
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        return key.strip() if scheme.lower() == "key" and key.strip() else None
+
+    def _auth_error(self, key: str | None) -> web.Response | None:
+        if key is None:
+            return _json({"detail": "No credentials"}, 401)
+        if key in self.state.rejected_keys:
+            return _json({"detail": "Invalid credentials"}, 401)
+        if key in self.state.forbidden_keys:
+            return _json({"detail": _FORBIDDEN_DETAIL}, 403)
+        return None
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, but wake at once when the server stops. True if stopping."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=max(seconds, 0))
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _enter(self, request: web.Request, kind: str, stage: str, *,
+                     endpoint: str | None = None, request_id: str | None = None,
+                     auth: bool = True, key_hint: str | None = None,
+                     **extra: Any) -> web.StreamResponse | None:
+        """Log the request, apply an injected fault, check the API key.
+
+        Returns a response to send instead of the normal one, or None. Only
+        the key's last 4 characters are ever logged.
+        """
+        key = self._key(request)
+        if key_hint is None and key:
+            key_hint = key[-4:]
+        entry = self.state.record(kind, endpoint=endpoint, request_id=request_id,
+                                  key_hint=key_hint, path=request.path, **extra)
+        rule = self.state.take_fault(stage, endpoint)
+        if rule is not None:
+            entry["fault"] = rule.kind
+            response = await self._fault_response(request, rule)
+            if response is not None:
+                return response
+        return self._auth_error(key) if auth else None
+
+    async def _fault_response(self, request: web.Request,
+                              rule: FaultRule) -> web.StreamResponse | None:
+        kind = rule.kind
+        if kind == "stall":
+            if await self._sleep(self.state.stall_s):
+                return _json({"detail": "Server shutting down"}, 503)
+            return None  # then answer normally, just late
+        if kind == "reset":
+            request.transport.abort()  # connection dies with no response at all
+            return web.Response(status=599)  # never reaches the wire
+        if kind == "truncate":
+            # Promise more bytes than we send, then close: the client sees a
+            # premature end of body (httpx RemoteProtocolError).
+            body = b'{"detail": "partial'
+            raw = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n" % (len(body) + 512)) + body
+            request.transport.write(raw)
+            request.transport.close()
+            return web.Response(status=599)  # never reaches the wire
+        if kind == "malformed_json":
+            return web.Response(status=200, text='{"request_id": "oops", "status": ',
+                                content_type="application/json")
+        if kind == "expired":
+            return _json({"detail": "File not found or expired"}, 404)
+        if kind in (502, 503, 504):
+            reason = {502: "Bad Gateway", 503: "Service Temporarily Unavailable",
+                      504: "Gateway Time-out"}[kind]
+            return web.Response(status=kind, content_type="text/html",
+                                text=_NGINX_BODY.format(code=kind, reason=reason))
+        if kind == 429:
+            headers = {}
+            if rule.retry_after is not None:
+                headers["Retry-After"] = f"{rule.retry_after:g}"
+            return _json({"detail": "Rate limit exceeded"}, 429, **headers)
+        if kind == 401:
+            return _json({"detail": "Invalid credentials"}, 401)
+        if kind == 403:
+            return _json({"detail": _FORBIDDEN_DETAIL}, 403)
+        if kind == 422:
+            return _json({"detail": [field_error([], "Injected validation error",
+                                                 "value_error")]}, 422)
+        return _json({"detail": "Internal Server Error"}, 500)
+
+    @staticmethod
+    def _base(request: web.Request) -> str:
+        return str(request.url.origin()) + "/"
+
+    # --- storage / CDN ----------------------------------------------------------
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        if (r := await self._enter(request, "token", "token")) is not None:
+            return r
+        token = secrets.token_urlsafe(24)
+        self.cdn_tokens[token] = self._key(request)
+        expires = datetime.now(timezone.utc) + timedelta(hours=1)
+        return _json({"token": token, "token_type": "Bearer",
+                      "base_url": self._base(request) + "cdn",
+                      "expires_at": expires.isoformat()})
+
+    def _upload_name(self, request: web.Request, content_type: str) -> str:
+        name = request.headers.get("X-Fal-File-Name")
+        if name:
+            return name.replace("/", "_")
+        ext = mimetypes.guess_extension(content_type.split(";")[0].strip()) or ".bin"
+        return "upload" + ext
+
+    async def cdn_upload(self, request: web.Request) -> web.StreamResponse:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        key = self.cdn_tokens.get(token) if scheme.lower() == "bearer" else None
+        data = await request.read()
+        content_type = request.headers.get("Content-Type", "application/octet-stream")
+        r = await self._enter(request, "upload", "upload", auth=False,
+                              key_hint=key[-4:] if key else None,
+                              bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                              content_type=content_type)
+        if r is not None:
+            return r
+        if key is None:
+            return _json({"detail": "Invalid or missing CDN token"}, 401)
+        name = self._upload_name(request, content_type)
+        file_id = self.files.put(data, content_type, name)
+        return _json({"access_url": FileStore.url(self._base(request), file_id, name),
+                      "content_type": content_type, "file_name": name,
+                      "file_size": len(data)})
+
+    async def upload_initiate(self, request: web.Request) -> web.StreamResponse:
+        if (r := await self._enter(request, "upload_initiate", "token")) is not None:
+            return r
+        body = await request.json()
+        content_type = body.get("content_type") or "application/octet-stream"
+        name = (body.get("file_name") or "upload.bin").replace("/", "_")
+        file_id = uuid.uuid4().hex
+        self.pending_uploads[file_id] = (content_type, name)
+        base = self._base(request)
+        return _json({"upload_url": f"{base}rest/storage/upload/put/{file_id}",
+                      "file_url": FileStore.url(base, file_id, name)})
+
+    async def upload_put(self, request: web.Request) -> web.StreamResponse:
+        data = await request.read()
+        file_id = request.match_info["file_id"]
+        content_type, name = self.pending_uploads.get(file_id, (None, None))
+        r = await self._enter(request, "upload", "upload", auth=False,
+                              bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                              content_type=request.headers.get("Content-Type", content_type))
+        if r is not None:
+            return r
+        if name is None:
+            return _json({"detail": "Unknown upload"}, 404)
+        self.files.put(data, request.headers.get("Content-Type", content_type), name, file_id)
+        return web.Response(status=200)
+
+    async def file_get(self, request: web.Request) -> web.StreamResponse:
+        file_id = request.match_info["file_id"]
+        if (r := await self._enter(request, "file", "file", auth=False,
+                                   request_id=file_id)) is not None:
+            return r
+        stored = self.files.get(file_id)
+        if stored is None:
+            return _json({"detail": "File not found"}, 404)
+        return web.Response(body=stored.data, content_type=stored.content_type.split(";")[0])
+
+    # --- queue ------------------------------------------------------------------
+
+    def _new_job(self, request: web.Request, job_id: str, spec: EndpointSpec,
+                 payload: Any) -> Job:
+        outcome = self.state.take_fault("submit", spec.endpoint_id, kinds=JOB_OUTCOME_KINDS)
+        job = Job(id=job_id, spec=spec, payload=payload, base=self._base(request),
+                  outcome=outcome.kind if outcome else None)
+        self.jobs[job.id] = job
+        job.task = asyncio.get_running_loop().create_task(self._run_job(job))
+        return job
+
+    async def _read_payload(self, request: web.Request) -> Any:
+        try:
+            return await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        endpoint = request.match_info["endpoint"].strip("/")
+        payload = await self._read_payload(request)
+        job_id = str(uuid.uuid4())  # chosen up front so the log entry carries it
+        if (r := await self._enter(request, "submit", "submit", endpoint=endpoint,
+                                   request_id=job_id, payload=payload)) is not None:
+            return r
+        spec = ENDPOINTS.get(endpoint)
+        if spec is None:
+            return _json({"detail": f"Application '{endpoint}' not found"}, 404)
+        job = self._new_job(request, job_id, spec, payload)
+        return _json({"request_id": job.id, **job.urls,
+                      "queue_position": self._queue_position(job)},
+                     **{"x-fal-request-id": job.id})
+
+    async def run(self, request: web.Request) -> web.StreamResponse:
+        endpoint = request.match_info["endpoint"].strip("/")
+        payload = await self._read_payload(request)
+        job_id = str(uuid.uuid4())
+        if (r := await self._enter(request, "run", "run", endpoint=endpoint,
+                                   request_id=job_id, payload=payload)) is not None:
+            return r
+        spec = ENDPOINTS.get(endpoint)
+        if spec is None:
+            return _json({"detail": f"Application '{endpoint}' not found"}, 404)
+        job = self._new_job(request, job_id, spec, payload)
+        await asyncio.shield(job.task)
+        return self._result_response(job)
+
+    def _lookup(self, request: web.Request) -> Job | None:
+        job = self.jobs.get(request.match_info["request_id"])
+        if job is None:
+            return None
+        owner, alias = job.spec.endpoint_id.split("/")[:2]
+        if (request.match_info["owner"], request.match_info["alias"]) != (owner, alias):
+            return None
+        return job
+
+    async def _enter_job(self, request: web.Request, kind: str) -> tuple:
+        job = self._lookup(request)
+        r = await self._enter(request, kind, kind, request_id=request.match_info["request_id"],
+                              endpoint=job.spec.endpoint_id if job else None)
+        if r is None and job is None:
+            r = _json({"detail": "Request not found"}, 404)
+        return job, r
+
+    def _queue_position(self, job: Job) -> int:
+        ahead = sum(1 for j in self.jobs.values()
+                    if j.status == "IN_QUEUE" and j.created < job.created)
+        delay, remaining = self.state.queue_delay_s, job.queue_until - time.monotonic()
+        if delay > 0 and remaining > 0:
+            ahead += math.ceil(remaining / delay * self.state.queue_delay_positions)
+        return ahead
+
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        job, r = await self._enter_job(request, "status")
+        if r is not None:
+            return r
+        with_logs = request.query.get("logs", "").lower() in ("1", "true")
+        body: dict = {"status": job.status, "request_id": job.id, **job.urls}
+        if job.status == "IN_QUEUE":
+            body["queue_position"] = self._queue_position(job)
+        else:
+            body["logs"] = list(job.logs) if with_logs else None
+        if job.status == "COMPLETED":
+            body["metrics"] = {"inference_time": round((job.finished or 0) - (job.started or job.finished or 0), 4)}
+            if job.error is not None:
+                body["error"], body["error_type"] = job.error.message, job.error.error_type
+        return _json(body, **{"x-fal-request-id": job.id})
+
+    def _result_response(self, job: Job) -> web.Response:
+        headers = {"x-fal-request-id": job.id}
+        if job.status != "COMPLETED":
+            return _json({"detail": "Request is still in progress"}, 400, **headers)
+        if job.error is not None:
+            return _json(job.error.body, job.error.status, **headers)
+        return _json(job.result, **headers)
+
+    async def result(self, request: web.Request) -> web.StreamResponse:
+        job, r = await self._enter_job(request, "result")
+        return r if r is not None else self._result_response(job)
+
+    async def cancel(self, request: web.Request) -> web.StreamResponse:
+        job, r = await self._enter_job(request, "cancel")
+        if r is not None:
+            return r
+        headers = {"x-fal-request-id": job.id}
+        if job.status == "COMPLETED":
+            return _json({"status": "ALREADY_COMPLETED"}, 400, **headers)
+        # Mark now (not when the task notices) so the next status poll agrees.
+        self._finish(job, RequestError(400, {"detail": "Request was cancelled"},
+                                       "Request was cancelled", "request_cancelled"))
+        job.cancelled = True
+        job.task.cancel()
+        return _json({"status": "CANCELLATION_REQUESTED"}, 202, **headers)
+
+    # --- job execution -----------------------------------------------------------
+
+    def _finish(self, job: Job, error: RequestError | None = None,
+                result: dict | None = None) -> None:
+        if job.status == "COMPLETED":
+            return
+        job.error, job.result = error, result
+        job.finished = time.monotonic()
+        job.status = "COMPLETED"
+
+    async def _run_job(self, job: Job) -> None:
+        state = self.state
+        acquired = False
+        try:
+            job.queue_until = time.monotonic() + state.queue_delay_s
+            await asyncio.sleep(state.queue_delay_s)
+            await self.gate.acquire(job)
+            acquired = True
+            job.status, job.started = "IN_PROGRESS", time.monotonic()
+            steps = max(1, state.progress_steps)
+            for i in range(1, steps + 1):
+                job.log(f"step {i}/{steps}")
+                await asyncio.sleep(state.latency_s / steps)
+            if job.outcome == "app_error":
+                raise RequestError(500, {"detail": "Internal error in the application (injected)"},
+                                   "Internal error in the application (injected)", "app_error")
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(None, self._process, job)
+            job.log("done")
+            self._finish(job, result=result)
+        except RequestError as exc:
+            job.log(exc.message, "ERROR")
+            self._finish(job, error=exc)
+        except asyncio.CancelledError:
+            self._finish(job, RequestError(400, {"detail": "Request was cancelled"},
+                                           "Request was cancelled", "request_cancelled"))
+        except Exception as exc:  # a bug in an op should look like an app crash, not hang
+            self._finish(job, RequestError(500, {"detail": f"Emulator error: {exc!r}"},
+                                           str(exc), "app_error"))
+        finally:
+            if acquired:
+                await self.gate.release()
+
+    def _process(self, job: Job) -> dict:
+        """Validate, fetch inputs, run the op, encode and store outputs.
+
+        Runs on a worker thread so image work does not block the event loop.
+        """
+        spec, state = job.spec, self.state
+        params, errors = validate(spec, job.payload)
+        if errors:
+            raise _validation_error(errors)
+        images = []
+        for name in spec.image_fields:
+            urls = params[name] if isinstance(params[name], list) else [params[name]]
+            locs = [[name, i] for i in range(len(urls))] if isinstance(params[name], list) else [[name]]
+            images += [load_image(u, loc, self.files, spec) for u, loc in zip(urls, locs)]
+
+        has_seed = "seed" in spec.fields
+        seed = params.get("seed")
+        if seed is None:
+            seed = random.randint(0, 2**31 - 1) if has_seed else _payload_seed(job.payload)
+        prompt = params.get("prompt") or ""
+        nsfw = (spec.nsfw_check and bool(_NSFW_RE.search(prompt))
+                and params.get("enable_safety_checker", True))
+        size = state.next_output_size()
+        fmt = params.get("output_format") or spec.default_format
+
+        files, flags = [], []
+        for i in range(params.get("num_images") or 1):
+            img = spec.op(images, params, seed + i)
+            if size:
+                img = img.resize(size, Image.Resampling.LANCZOS)
+            if nsfw:  # fal blacks out flagged images
+                img = Image.new("RGB", img.size)
+            flags.append(nsfw)
+            files.append(self._store_output(job, img, fmt, params.get("sync_mode")))
+        if job.outcome == "no_images":
+            files, flags = [], []
+        return self._build_output(spec, files, flags, seed, prompt, params, job)
+
+    def _store_output(self, job: Job, img: Image.Image, fmt: str, sync_mode: bool) -> dict:
+        data, content_type, ext = encode_image(img, fmt, self.state.result_mode)
+        name = f"{uuid.uuid4().hex[:12]}.{ext}"
+        if sync_mode:  # fal returns data URIs and keeps nothing on the CDN
+            url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+        else:
+            url = FileStore.url(job.base, self.files.put(data, content_type, name), name)
+        return {"url": url, "content_type": content_type, "file_name": name,
+                "file_size": len(data), "width": img.width, "height": img.height}
+
+    def _build_output(self, spec: EndpointSpec, files: list, flags: list, seed: int,
+                      prompt: str, params: dict, job: Job) -> dict:
+        shape = spec.output
+        if shape == "images":
+            return {"images": files}
+        if shape == "images_seed":
+            return {"images": files, "seed": seed}
+        if shape == "files":  # fal "File" objects carry no dimensions
+            return {"images": [{k: v for k, v in f.items() if k not in ("width", "height")}
+                               for f in files]}
+        if shape == "flux":
+            return {"images": files, "timings": {"inference": round(time.monotonic() - job.started, 4)},
+                    "seed": seed, "has_nsfw_concepts": flags, "prompt": prompt}
+        if shape == "seededit":
+            if self.state.seededit_image_as_list:
+                return {"image": files, "seed": seed}
+            return {"image": files[0] if files else None, "seed": seed}
+        raise ValueError(f"unknown output shape {shape}")
+
+    # --- emulator control ------------------------------------------------------
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        return _json(self.state.snapshot())
+
+    async def set_config(self, request: web.Request) -> web.Response:
+        try:
+            self.state.configure(**await request.json())
+        except (ValueError, TypeError) as exc:
+            return _json({"detail": str(exc)}, 400)
+        return _json(self.state.snapshot())
+
+    async def get_log(self, request: web.Request) -> web.Response:
+        return _json(self.state.entries())
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.state.reset()
+        return _json({"ok": True})
+
+    async def shutdown(self) -> None:
+        """Wake stalled handlers and stop jobs so the server can exit promptly."""
+        self.stopping.set()
+        for job in self.jobs.values():
+            if job.task and not job.task.done():
+                job.task.cancel()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    await app[EMULATOR].shutdown()
+
+
+EMULATOR = web.AppKey("emulator", EmulatorServer)
+
+
+def create_app(state: EmulatorState | None = None) -> web.Application:
+    server = EmulatorServer(state or EmulatorState())
+    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app[EMULATOR] = server
+    app.on_shutdown.append(_on_shutdown)
+    q = "/queue/{owner}/{alias}/requests/{request_id}"
+    app.router.add_get(q + "/status", server.status)
+    app.router.add_put(q + "/cancel", server.cancel)
+    app.router.add_get(q, server.result)
+    app.router.add_post("/queue/{endpoint:.+}", server.submit)
+    app.router.add_post("/run/{endpoint:.+}", server.run)
+    app.router.add_post("/rest/storage/auth/token", server.token)
+    app.router.add_post("/rest/storage/upload/initiate", server.upload_initiate)
+    app.router.add_put("/rest/storage/upload/put/{file_id}", server.upload_put)
+    app.router.add_post("/cdn/files/upload", server.cdn_upload)
+    app.router.add_get("/files/{file_id}/{name}", server.file_get)
+    app.router.add_get("/_emulator/config", server.get_config)
+    app.router.add_post("/_emulator/config", server.set_config)
+    app.router.add_get("/_emulator/log", server.get_log)
+    app.router.add_post("/_emulator/reset", server.reset)
+    return app

@@ -1,0 +1,69 @@
+"""The few things the runtime needs from ComfyUI, reached lazily.
+
+The pack imports and runs without ComfyUI (tests, the demo, the benchmark); there
+the interrupt flag is never set and status text goes to an optional callback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+log = logging.getLogger("comfyui_fal_edit")
+
+
+class Interrupted(Exception):
+    """Raised outside ComfyUI where comfy's own interrupt exception does not exist."""
+
+
+class ComfyHost:
+    def __init__(self) -> None:
+        # Outside ComfyUI, tests and the demo can watch status text here.
+        self.status_listener: Callable[[str | None, str], None] | None = None
+        # Outside ComfyUI, tests and the benchmark raise the interrupt flag here.
+        self.interrupt_requested = False
+
+    def interrupted(self) -> bool:
+        try:
+            import comfy.model_management as mm  # type: ignore[import-not-found]
+        except ImportError:
+            return self.interrupt_requested
+        return bool(mm.processing_interrupted()) or self.interrupt_requested
+
+    def raise_interrupt(self) -> None:
+        """Raise ComfyUI's own interrupt (it also clears the flag)."""
+        self.interrupt_requested = False
+        try:
+            import comfy.model_management as mm  # type: ignore[import-not-found]
+        except ImportError:
+            raise Interrupted("interrupted by the user") from None
+        mm.throw_exception_if_processing_interrupted()
+        raise mm.InterruptProcessingException()
+
+    def show_status(self, node_id: str | None, text: str) -> None:
+        if self.status_listener is not None:
+            self.status_listener(node_id, text)
+        if node_id is None:
+            return
+        try:
+            from server import PromptServer  # type: ignore[import-not-found]
+        except ImportError:
+            return
+        try:
+            PromptServer.instance.send_progress_text(text, node_id)
+        except Exception:  # status text is a nicety; never fail a run over it
+            log.debug("could not send progress text", exc_info=True)
+
+    def progress(self, node_id: str | None, done: int, total: int) -> None:
+        """Drive ComfyUI's progress bar on the node."""
+        try:
+            import comfy.utils  # type: ignore[import-not-found]
+        except ImportError:
+            return
+        try:
+            comfy.utils.ProgressBar(total, node_id=node_id).update_absolute(done, total)
+        except Exception:
+            log.debug("could not update the progress bar", exc_info=True)
+
+
+host = ComfyHost()

@@ -1,0 +1,175 @@
+"""Named fal keys, kept server-side in one file only the ComfyUI user can read.
+
+Workflow JSON, PNG metadata and prompt history only ever carry a key's *name*.
+This module imports nothing from the pack so it also runs as a script:
+
+    python custom_nodes/<this pack>/nodes/keystore.py add NAME     (key read from stdin)
+    python custom_nodes/<this pack>/nodes/keystore.py list | delete NAME | path
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+ENV_KEY = "FAL_KEY"
+# Overrides where the key file lives (tests; unusual installs).
+ENV_KEY_FILE = "COMFYUI_FAL_KEYS_FILE"
+KEY_DIR_NAME = "comfyui-fal-edit"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,39}$")
+_KEY = re.compile(r"^[\x21-\x7e]{8,256}$")
+
+
+class KeyStoreError(ValueError):
+    pass
+
+
+def key_file() -> Path:
+    override = os.environ.get(ENV_KEY_FILE)
+    if override:
+        return Path(override)
+    return user_directory() / KEY_DIR_NAME / "keys.json"
+
+
+def user_directory() -> Path:
+    """ComfyUI's user directory (where it keeps per-user settings).
+
+    Inside ComfyUI we ask it; as a script we are in ComfyUI/custom_nodes/<pack>/nodes.
+    The file sits beside the per-user folders, not inside one, so ComfyUI's
+    /userdata routes never serve it.
+    """
+    try:
+        import folder_paths  # type: ignore[import-not-found]
+        return Path(folder_paths.get_user_directory())
+    except ImportError:
+        return Path(__file__).resolve().parents[3] / "user"
+
+
+def hint(key: str) -> str:
+    """What may be shown of a key: its last four characters."""
+    return "…" + key[-4:] if len(key) >= 12 else "…"
+
+
+def check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not _NAME.match(name):
+        raise KeyStoreError("a key name is 1 to 40 letters, digits, spaces, '_', '.' or '-', "
+                            "starting with a letter or digit")
+    return name
+
+
+def check_key(key: str) -> str:
+    key = (key or "").strip()
+    if not key:
+        raise KeyStoreError("the key is empty; paste the key from fal.ai/dashboard/keys")
+    if not _KEY.match(key):
+        raise KeyStoreError("that does not look like a fal key (8 to 256 printable characters "
+                            "without spaces); paste it again from fal.ai/dashboard/keys")
+    return key
+
+
+def _read(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise KeyStoreError(f"the key file {path} cannot be read ({type(exc).__name__}); "
+                            f"delete it and add the keys again") from None
+    keys = data.get("keys", {}) if isinstance(data, dict) else {}
+    return {str(k): str(v) for k, v in keys.items()}
+
+
+def _write(path: Path, keys: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.chmod(path.parent, 0o700)
+    except OSError:
+        pass
+    # Write to a 0600 temp file and rename, so the key is never world-readable,
+    # not even for a moment, and a crash never leaves half a file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"keys": keys}, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def names() -> list[str]:
+    try:
+        return sorted(_read(key_file()))
+    except KeyStoreError:
+        return []
+
+
+def get(name: str) -> str | None:
+    return _read(key_file()).get(name)
+
+
+def listing() -> list[dict[str, str]]:
+    return [{"name": n, "hint": hint(k)} for n, k in sorted(_read(key_file()).items())]
+
+
+def add(name: str, key: str) -> None:
+    name, key = check_name(name), check_key(key)
+    path = key_file()
+    keys = _read(path)
+    keys[name] = key
+    _write(path, keys)
+
+
+def delete(name: str) -> bool:
+    path = key_file()
+    keys = _read(path)
+    if name not in keys:
+        return False
+    del keys[name]
+    _write(path, keys)
+    return True
+
+
+def main(argv: list[str]) -> int:
+    usage = "usage: keystore.py add NAME | list | delete NAME | path   (add reads the key from stdin)"
+    if not argv or argv[0] not in ("add", "list", "delete", "path"):
+        print(usage, file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "path":
+            print(key_file())
+        elif command == "list":
+            for row in listing():
+                print(f"{row['name']}\t{row['hint']}")
+        elif command == "add" and len(rest) == 1:
+            if sys.stdin.isatty():
+                import getpass
+                key = getpass.getpass(f"fal key for '{rest[0]}' (input hidden): ")
+            else:
+                key = sys.stdin.readline()
+            add(rest[0], key)
+            print(f"saved key '{check_name(rest[0])}' ({hint(key.strip())}) in {key_file()}")
+        elif command == "delete" and len(rest) == 1:
+            print("deleted" if delete(rest[0]) else f"no key named '{rest[0]}'")
+        else:
+            print(usage, file=sys.stderr)
+            return 2
+    except KeyStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

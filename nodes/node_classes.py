@@ -1,0 +1,151 @@
+"""ComfyUI node classes: the ten endpoint nodes are made from the table, plus
+the fal Key and fal Settings nodes they share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import keystore
+from .endpoints import ENDPOINTS, Endpoint
+from .runtime import run_endpoint
+from .settings import (CACHE_MODES, DEFAULT_SETTINGS, NSFW_POLICIES, UPLOAD_FORMATS, FalKeyRef,
+                       FalSettings)
+
+CATEGORY = "fal/image editing"
+ENV_CHOICE = "environment FAL_KEY"
+
+SETTINGS_TOOLTIP = ("Optional: a fal Settings node (key, concurrency, timeout, NSFW policy, cache). "
+                    "Without it the node uses the FAL_KEY environment variable and defaults.")
+
+
+def endpoint_node(endpoint: Endpoint) -> type:
+    """A classic (V1) ComfyUI node class for one endpoint, all behaviour in the runtime."""
+    image_names = [f"image_{i + 1}" for i in range(endpoint.multi_image_sockets)] or ["image"]
+
+    def input_types(cls) -> dict[str, Any]:
+        first = image_names[0]
+        required: dict[str, Any] = {first: ("IMAGE", {"tooltip": (
+            "Images to edit; every frame of a batch is its own fal request."
+            if not endpoint.multi_image_sockets else
+            "Reference images; every frame of every connected input is sent, in order.")})}
+        for field in endpoint.fields:
+            required[field.name] = field.comfy_input()
+        optional: dict[str, Any] = {name: ("IMAGE", {"tooltip": "More reference images, sent after "
+                                                    "the ones before, in order."})
+                                    for name in image_names[1:]}
+        optional["settings"] = ("FAL_SETTINGS", {"tooltip": SETTINGS_TOOLTIP})
+        return {"required": required, "optional": optional,
+                "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    async def run(self, settings: FalSettings | None = None, unique_id: str | None = None,
+                  **values: Any) -> tuple:
+        images = [values.pop(name, None) for name in image_names]
+        outcome = await run_endpoint(endpoint, values, images, settings or DEFAULT_SETTINGS,
+                                     node_id=unique_id)
+        return (outcome.images, outcome.seed, "\n".join(outcome.urls))
+
+    return type(endpoint.node_name, (), {
+        "INPUT_TYPES": classmethod(input_types),
+        "RETURN_TYPES": ("IMAGE", "INT", "STRING"),
+        "RETURN_NAMES": ("images", "seed", "urls"),
+        "OUTPUT_TOOLTIPS": ("Every result, in input order, as one batch.",
+                            "The seed fal used for the first item (item i used seed + i); "
+                            "-1 for endpoints without a seed.",
+                            "The result URLs, one per line (fal keeps them for a limited time)."),
+        "FUNCTION": "run",
+        "CATEGORY": CATEGORY,
+        "DESCRIPTION": endpoint.description,
+        "ENDPOINT": endpoint,
+        "run": run,
+        "__doc__": endpoint.description,
+    })
+
+
+class FalKey:
+    """Chooses which fal key to use, by name: the key itself never enters the graph."""
+
+    DESCRIPTION = ("Chooses a fal key saved on this ComfyUI server (by name), or the FAL_KEY "
+                   "environment variable. Only the name is stored in the workflow.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FAL_KEY",)
+    RETURN_NAMES = ("key",)
+    OUTPUT_TOOLTIPS = ("A reference to the key (its name only); connect it to fal Settings.",)
+    FUNCTION = "choose"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        # A local file read, no network: cheap enough for ComfyUI's start-up.
+        return {"required": {"key_name": ([ENV_CHOICE] + keystore.names(), {
+            "default": ENV_CHOICE,
+            "tooltip": "A key saved with `python nodes/keystore.py add NAME` (or the fal "
+                       "settings panel), or the FAL_KEY environment variable."})}}
+
+    def choose(self, key_name: str) -> tuple:
+        return (FalKeyRef(None if key_name == ENV_CHOICE else key_name),)
+
+
+class FalSettingsNode:
+    """Shared settings for fal nodes: connect its output to any number of them."""
+
+    DESCRIPTION = ("Settings shared by fal nodes: which key, how many requests at once, timeout, "
+                   "what to do with NSFW-flagged results, upload format, result cache, and an "
+                   "optional fal-compatible base URL (a proxy or the local emulator).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FAL_SETTINGS",)
+    RETURN_NAMES = ("settings",)
+    OUTPUT_TOOLTIPS = ("Connect to the settings input of fal nodes.",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        d = DEFAULT_SETTINGS
+        return {
+            "required": {
+                "concurrency": ("INT", {"default": d.concurrency, "min": 1, "max": 32, "tooltip":
+                                        "How many fal requests of one node run at once."}),
+                "timeout_s": ("INT", {"default": int(d.timeout_s), "min": 10, "max": 7200,
+                                      "tooltip": "Seconds one request may take (queue + run) "
+                                                 "before it is cancelled and the node fails."}),
+                "nsfw_policy": (list(NSFW_POLICIES), {"default": d.nsfw_policy, "tooltip":
+                                "When fal flags a result as NSFW (it sends a black image): fail "
+                                "the node naming the items, keep them, or drop them. All three "
+                                "say so in the node's status."}),
+                "upload_format": (list(UPLOAD_FORMATS), {"default": d.upload_format, "tooltip":
+                                  "png is lossless; jpeg (quality 95) uploads faster."}),
+                "inline_results": ("BOOLEAN", {"default": d.inline_results, "tooltip":
+                                   "fal's sync_mode: results come back inside the answer as data "
+                                   "URIs instead of CDN links (not kept in fal's history). Only "
+                                   "endpoints that support it use it."}),
+                "cache": (list(CACHE_MODES), {"default": d.cache, "tooltip":
+                          "use: the same request is never paid twice; refresh: call fal and "
+                          "overwrite; off: always call fal."}),
+                "base_url": ("STRING", {"default": "", "tooltip":
+                             "Empty uses fal's own hosts. Otherwise a fal-compatible server with "
+                             "queue/, run/, rest and cdn paths (a proxy, or the local emulator)."}),
+            },
+            "optional": {"key": ("FAL_KEY", {"tooltip": "From a fal Key node; without it the "
+                                             "FAL_KEY environment variable is used."})},
+        }
+
+    def build(self, concurrency: int, timeout_s: int, nsfw_policy: str, upload_format: str,
+              inline_results: bool, cache: str, base_url: str,
+              key: FalKeyRef | None = None) -> tuple:
+        return (FalSettings(key=key or FalKeyRef(), concurrency=int(concurrency),
+                            timeout_s=float(timeout_s), nsfw_policy=nsfw_policy,
+                            upload_format=upload_format, inline_results=bool(inline_results),
+                            base_url=base_url.strip(), cache=cache),)
+
+
+ENDPOINT_NODES = {e.node_name: endpoint_node(e) for e in ENDPOINTS}
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {
+    "FalKey": FalKey,
+    "FalSettings": FalSettingsNode,
+    **ENDPOINT_NODES,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "FalKey": "fal Key",
+    "FalSettings": "fal Settings",
+    **{e.node_name: e.display_name for e in ENDPOINTS},
+}

@@ -1,0 +1,93 @@
+"""What the fal Key and fal Settings nodes hand to every fal node."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from . import keystore
+
+NSFW_POLICIES = ("error", "keep flagged", "drop flagged")
+UPLOAD_FORMATS = ("png", "jpeg")
+CACHE_MODES = ("use", "refresh", "off")
+# Points the pack (and fal-client) at a fal-compatible server instead of fal's
+# hosts: the local emulator, or a proxy. The settings node's base_url wins.
+ENV_BASE_URL = "COMFYUI_FAL_BASE_URL"
+
+
+@dataclass(frozen=True)
+class FalKeyRef:
+    """The key node's output: a key's *name*; the key itself stays in the key store."""
+
+    name: str | None = None      # None: the FAL_KEY environment variable
+
+    @property
+    def label(self) -> str:
+        return f"named '{self.name}'" if self.name else "from the FAL_KEY environment variable"
+
+
+@dataclass(frozen=True)
+class FalSettings:
+    key: FalKeyRef = FalKeyRef()
+    concurrency: int = 4
+    timeout_s: float = 600.0
+    nsfw_policy: str = "error"
+    upload_format: str = "png"
+    inline_results: bool = False      # fal's sync_mode: results come back as data URIs
+    base_url: str = ""
+    cache: str = "use"
+
+    def resolved_base_url(self) -> str:
+        url = (self.base_url or os.environ.get(ENV_BASE_URL, "")).strip()
+        return url.rstrip("/") + "/" if url else ""
+
+
+DEFAULT_SETTINGS = FalSettings()
+
+
+class MissingKey(Exception):
+    pass
+
+
+def resolve_key(ref: FalKeyRef) -> str:
+    """The key itself, or MissingKey with the fix in its message."""
+    if ref.name:
+        try:
+            key = keystore.get(ref.name)
+        except keystore.KeyStoreError as exc:
+            raise MissingKey(str(exc)) from None
+        if not key:
+            raise MissingKey(f"no fal key named '{ref.name}' is saved; add it with "
+                             f"`python nodes/keystore.py add {ref.name}` or pick another key "
+                             f"in the fal Key node")
+        return key
+    key = os.environ.get(keystore.ENV_KEY, "").strip()
+    if not key:
+        raise MissingKey("no fal key is set; add a fal Key node with a saved key (see the README) "
+                         "or set the FAL_KEY environment variable before starting ComfyUI")
+    return key
+
+
+# fal-client builds its URLs from these module globals at call time.
+_FAL_CLIENT_HOSTS = ("QUEUE_URL_FORMAT", "RUN_URL_FORMAT", "REST_URL", "CDN_URL")
+_original_hosts: dict[str, str] = {}
+
+
+def point_fal_client_at(base_url: str) -> None:
+    """Send fal-client's traffic to `base_url` (queue/, run/, rest, cdn below it),
+    or back to fal's own hosts when base_url is empty.
+
+    ComfyUI runs one prompt at a time, so a process-wide switch is safe there.
+    """
+    import fal_client.client as fc
+
+    if not _original_hosts:
+        _original_hosts.update({name: getattr(fc, name) for name in _FAL_CLIENT_HOSTS})
+    if not base_url:
+        for name, value in _original_hosts.items():
+            setattr(fc, name, value)
+        return
+    fc.QUEUE_URL_FORMAT = base_url + "queue/"
+    fc.RUN_URL_FORMAT = base_url + "run/"
+    fc.REST_URL = base_url + "rest"
+    fc.CDN_URL = base_url + "cdn"

@@ -1,0 +1,119 @@
+"""Shared fixtures: the pack loaded as a package, and the local fal emulator.
+
+The repository root is itself the ComfyUI package (relative imports inside), so
+tests load it under a fixed name, the way ComfyUI loads it from custom_nodes/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK_NAME = "comfyui_fal_edit"
+TEST_KEY = "test-key-5d1e8c0a-FAKE-2b9f-key"
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # for fal_emulator and tools
+
+
+def load_pack():
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(
+        PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pack = load_pack()
+
+from comfyui_fal_edit.nodes import caches as caches_mod  # noqa: E402
+from comfyui_fal_edit.nodes.host import host  # noqa: E402
+from fal_emulator import FalEmulator  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def emulator_server():
+    with FalEmulator() as server:
+        yield server
+
+
+@pytest.fixture
+def fal(emulator_server, monkeypatch, tmp_path):
+    """A clean emulator, clean caches, a key in FAL_KEY and the pack pointed at the emulator."""
+    emulator_server.reset()
+    caches_mod.caches.clear()
+    host.interrupt_requested = False
+    host.status_listener = None
+    monkeypatch.setenv("COMFYUI_FAL_BASE_URL", emulator_server.base_url)
+    monkeypatch.setenv("FAL_KEY", TEST_KEY)
+    monkeypatch.setenv("COMFYUI_FAL_KEYS_FILE", str(tmp_path / "keys" / "keys.json"))
+    yield emulator_server
+    host.interrupt_requested = False
+    host.status_listener = None
+
+
+@pytest.fixture
+def statuses():
+    """Every status text the runtime shows, in order."""
+    seen: list[str] = []
+    host.status_listener = lambda node_id, text: seen.append(text)
+    yield seen
+    host.status_listener = None
+
+
+def node(name: str):
+    return pack.NODE_CLASS_MAPPINGS[name]()
+
+
+def run_node(name: str, **inputs):
+    """Run a node the way ComfyUI does: call FUNCTION, awaiting it on a fresh loop."""
+    instance = node(name)
+    result = getattr(instance, instance.FUNCTION)(**inputs)
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    return result
+
+
+def sample_image(width: int = 96, height: int = 64, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """A distinct, non-flat test image batch in ComfyUI's IMAGE layout."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    frames = []
+    for b in range(batch):
+        base = np.stack([(x / width), (y / height), np.full_like(x, (b + 1) / (batch + 1), float)], -1)
+        noise = rng.random((height, width, 3)) * 0.2
+        frames.append(np.clip(base * 0.8 + noise, 0, 1))
+    return torch.from_numpy(np.stack(frames).astype(np.float32))
+
+
+@pytest.fixture
+def capture_logs():
+    """Every log record of every logger at DEBUG, as text."""
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            try:
+                records.append(self.format(record))
+            except Exception:
+                records.append(str(record.msg))
+
+    handler = Collect(level=logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield records
+    root.removeHandler(handler)
+    root.setLevel(old_level)
