@@ -7,7 +7,6 @@ tests load it under a fixed name, the way ComfyUI loads it from custom_nodes/.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -17,22 +16,12 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PACK_NAME = "comfyui_fal_edit"
 TEST_KEY = "test-key-5d1e8c0a-FAKE-2b9f-key"
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # for fal_emulator and tools
 
-
-def load_pack():
-    if PACK_NAME in sys.modules:
-        return sys.modules[PACK_NAME]
-    spec = importlib.util.spec_from_file_location(
-        PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = module
-    spec.loader.exec_module(module)
-    return module
+from tools.pack_loader import load_pack  # noqa: E402
 
 
 pack = load_pack()
