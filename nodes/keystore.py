@@ -57,7 +57,7 @@ def hint(key: str) -> str:
 
 def check_name(name: str) -> str:
     name = (name or "").strip()
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise KeyStoreError("a key name is 1 to 40 letters, digits, spaces, '_', '.' or '-', "
                             "starting with a letter or digit")
     return name
@@ -67,7 +67,7 @@ def check_key(key: str) -> str:
     key = (key or "").strip()
     if not key:
         raise KeyStoreError("the key is empty; paste the key from fal.ai/dashboard/keys")
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise KeyStoreError("that does not look like a fal key (8 to 256 printable characters "
                             "without spaces); paste it again from fal.ai/dashboard/keys")
     return key
