@@ -40,7 +40,7 @@ from urllib.parse import unquote, urlparse
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
-from .specs import ENDPOINTS, EndpointSpec, field_error, validate
+from .specs import ENDPOINTS, PRICES, EndpointSpec, field_error, validate
 from .state import JOB_OUTCOME_KINDS, EmulatorState, FaultRule
 
 _NSFW_RE = re.compile(r"\bnsfw\b", re.IGNORECASE)
@@ -660,6 +660,22 @@ class EmulatorServer:
             return {"image": files[0] if files else None, "seed": seed}
         raise ValueError(f"unknown output shape {shape}")
 
+    # --- fal Platform API ---------------------------------------------------------
+
+    async def pricing(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/models/pricing?endpoint_id=a&endpoint_id=b, as fal's Platform API."""
+        wanted = request.query.getall("endpoint_id", [])
+        response = await self._enter(request, "pricing", "pricing", endpoints=wanted)
+        if response is not None:
+            return response
+        unknown = [e for e in wanted if e not in PRICES]
+        if unknown:
+            return _json({"error": {"type": "not_found",
+                                    "message": f"Unknown endpoint: {unknown[0]}"}}, 404)
+        prices = [{"endpoint_id": e, "unit_price": PRICES[e][0], "unit": PRICES[e][1],
+                   "currency": "USD"} for e in (wanted or sorted(PRICES))]
+        return _json({"prices": prices, "next_cursor": None, "has_more": False})
+
     # --- emulator control ------------------------------------------------------
 
     async def get_config(self, request: web.Request) -> web.Response:
@@ -710,6 +726,7 @@ def create_app(state: EmulatorState | None = None) -> web.Application:
     app.router.add_put("/rest/storage/upload/put/{file_id}", server.upload_put)
     app.router.add_post("/cdn/files/upload", server.cdn_upload)
     app.router.add_get("/files/{file_id}/{name}", server.file_get)
+    app.router.add_get("/v1/models/pricing", server.pricing)
     app.router.add_get("/_emulator/config", server.get_config)
     app.router.add_post("/_emulator/config", server.set_config)
     app.router.add_get("/_emulator/log", server.get_log)

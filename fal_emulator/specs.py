@@ -284,3 +284,19 @@ def validate(spec: EndpointSpec, payload: Any) -> tuple[dict, list[dict]]:
         errors.extend(errs)
         params[name] = value
     return params, errors
+
+
+# What the emulator's Platform API quotes (USD): deliberately not the pack's own
+# fallback figures, so tests can tell a fetched price from a shipped one.
+PRICES: dict[str, tuple[float, str]] = {
+    "fal-ai/image-editing/background-change": (0.05, "image"),
+    "fal-ai/image-editing/face-enhancement": (0.05, "image"),
+    "fal-ai/image-editing/color-correction": (0.05, "image"),
+    "fal-ai/image-editing/object-removal": (0.05, "image"),
+    "fal-ai/post-processing/sharpen": (0.002, "image"),
+    "fal-ai/flux/dev/image-to-image": (0.03, "megapixel"),
+    "fal-ai/recraft/v3/image-to-image": (0.05, "image"),
+    "fal-ai/luma-photon/modify": (0.02, "megapixel"),
+    "fal-ai/bytedance/seededit/v3/edit-image": (0.04, "image"),
+    "fal-ai/flux-pro/kontext/max/multi": (0.09, "image"),
+}

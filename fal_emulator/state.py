@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-FAULT_STAGES = ("submit", "run", "status", "result", "cancel", "upload", "token", "file")
+FAULT_STAGES = ("submit", "run", "status", "result", "cancel", "upload", "token", "file",
+                "pricing")
 
 # Status codes answer with that HTTP error; "reset", "truncate",
 # "malformed_json", "stall" and "expired" break one HTTP exchange;

@@ -1,20 +1,41 @@
-"""What the pack remembers for the life of the ComfyUI process.
+"""What the pack remembers, so the user never pays twice.
 
-- Upload URLs by pixel digest: rerunning a graph on an unchanged image uploads
+- Uploads by pixel digest: rerunning a graph on an unchanged image uploads
   nothing, and a fal result fed into another fal node is sent by its result URL.
-- Results by request: every item that arrived is kept, so after a partial failure
-  a rerun only pays for the items that failed.
+- Results by request (endpoint + payload with images named by their pixels): the
+  same node with the same inputs and seed never calls fal twice, and after a
+  partial failure a rerun only pays for the items that failed.
+
+Both live in memory for speed and, inside ComfyUI, in one SQLite index with the
+result files beside it under ComfyUI's user directory, so they survive a
+restart. fal's URLs expire; the stored files don't, so a cached result never
+depends on a URL that may be dead. Any trouble with the disk (corrupt or locked
+database, missing files) is a miss with one warning, never a failed graph.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
+import logging
+import os
+import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger("comfyui_fal_edit")
+
+ENV_CACHE_DIR = "COMFYUI_FAL_CACHE_DIR"
+DEFAULT_MAX_BYTES = 2 * 1024**3
+# fal keeps uploaded and result files for a while; after this we upload again
+# rather than risk handing fal a dead URL.
+UPLOAD_TTL_S = 24 * 3600
 
 
 @dataclass
@@ -38,80 +59,268 @@ def request_key(endpoint_id: str, payload: dict, image_digests: list[str]) -> st
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class UploadCache:
-    """(server, pixel digest) -> URL fal can read."""
+def cache_directory() -> Path | None:
+    """Where results persist: ComfyUI's user directory, or COMFYUI_FAL_CACHE_DIR.
 
-    def __init__(self, max_entries: int = 4096) -> None:
-        self._urls: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._max = max_entries
+    Outside ComfyUI without the variable there is no safe place to write, so the
+    cache stays in memory.
+    """
+    override = os.environ.get(ENV_CACHE_DIR)
+    if override:
+        return Path(override)
+    try:
+        import folder_paths  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return Path(folder_paths.get_user_directory()) / "comfyui-fal-edit" / "cache"
+
+
+class DiskStore:
+    """SQLite index + files. Every public method swallows disk trouble (-> None)."""
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS results (
+        key TEXT PRIMARY KEY, endpoint TEXT, meta TEXT, files TEXT,
+        bytes INTEGER, created REAL, used REAL);
+    CREATE TABLE IF NOT EXISTS uploads (
+        server TEXT, digest TEXT, url TEXT, expires REAL, PRIMARY KEY (server, digest));
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.files = directory / "files"
+        self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._broken = False
+        self.max_bytes = DEFAULT_MAX_BYTES
 
-    def get(self, server: str, digest: str) -> str | None:
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.files.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.directory / "index.sqlite", timeout=2.0,
+                                   check_same_thread=False, isolation_level=None)
+            conn.executescript(self.SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def _guard(self, action: str, fn):
+        if self._broken:
+            return None
+        try:
+            with self._lock:
+                return fn(self._db())
+        except sqlite3.OperationalError as exc:
+            # Locked or busy: this once is a miss; the next call tries again.
+            log.warning("fal result cache: %s skipped (%s); calling fal instead", action, exc)
+            return None
+        except (sqlite3.DatabaseError, OSError) as exc:
+            self._broken = True
+            log.warning("fal result cache at %s is unusable (%s: %s); results are not cached "
+                        "on disk until ComfyUI restarts (delete the folder to reset it)",
+                        self.directory, type(exc).__name__, exc)
+            return None
+
+    # results --------------------------------------------------------------
+    def get_result(self, key: str) -> tuple[dict, list[bytes]] | None:
+        def read(db: sqlite3.Connection):
+            row = db.execute("SELECT meta, files FROM results WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            try:
+                blobs = [(self.files / name).read_bytes() for name in json.loads(row[1])]
+            except OSError:
+                db.execute("DELETE FROM results WHERE key = ?", (key,))
+                return None   # files gone: a miss, and fal is called again
+            db.execute("UPDATE results SET used = ? WHERE key = ?", (time.time(), key))
+            return json.loads(row[0]), blobs
+        return self._guard("read", read)
+
+    def put_result(self, key: str, endpoint: str, meta: dict, blobs: list[bytes],
+                   extensions: list[str]) -> None:
+        def write(db: sqlite3.Connection):
+            names = []
+            for n, (blob, ext) in enumerate(zip(blobs, extensions)):
+                name = f"{key[:40]}-{n}.{ext}"
+                tmp = self.files / (name + ".tmp")
+                tmp.write_bytes(blob)
+                os.replace(tmp, self.files / name)
+                names.append(name)
+            now = time.time()
+            db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (key, endpoint, json.dumps(meta), json.dumps(names),
+                        sum(len(b) for b in blobs), now, now))
+            self._evict(db)
+        self._guard("write", write)
+
+    def _evict(self, db: sqlite3.Connection) -> None:
+        total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM results").fetchone()[0]
+        while total > self.max_bytes:
+            row = db.execute("SELECT key, files, bytes FROM results ORDER BY used LIMIT 1").fetchone()
+            if row is None:
+                break
+            for name in json.loads(row[1]):
+                try:
+                    (self.files / name).unlink()
+                except OSError:
+                    pass
+            db.execute("DELETE FROM results WHERE key = ?", (row[0],))
+            total -= row[2]
+
+    # uploads --------------------------------------------------------------
+    def get_upload(self, server: str, digest: str) -> str | None:
+        def read(db: sqlite3.Connection):
+            row = db.execute("SELECT url, expires FROM uploads WHERE server = ? AND digest = ?",
+                             (server, digest)).fetchone()
+            return row[0] if row and row[1] > time.time() else None
+        return self._guard("read", read)
+
+    def put_upload(self, server: str, digest: str, url: str) -> None:
+        self._guard("write", lambda db: db.execute(
+            "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?)",
+            (server, digest, url, time.time() + UPLOAD_TTL_S)))
+
+    def close(self) -> None:
         with self._lock:
-            url = self._urls.get((server, digest))
-            if url is not None:
-                self._urls.move_to_end((server, digest))
-            return url
-
-    def put(self, server: str, digest: str, url: str) -> None:
-        if url.startswith("data:"):
-            return  # inline results are not URLs fal can fetch cheaply
-        with self._lock:
-            self._urls[(server, digest)] = url
-            self._urls.move_to_end((server, digest))
-            while len(self._urls) > self._max:
-                self._urls.popitem(last=False)
-
-    def forget(self, server: str, digest: str) -> None:
-        with self._lock:
-            self._urls.pop((server, digest), None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._urls.clear()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
-class ResultMemory:
-    """request key -> ItemResult, least recently used dropped past a byte budget."""
-
-    def __init__(self, max_bytes: int = 1 << 30) -> None:
-        self._items: OrderedDict[str, ItemResult] = OrderedDict()
-        self._bytes = 0
-        self._max = max_bytes
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> ItemResult | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-            return item
-
-    def put(self, key: str, item: ItemResult) -> None:
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
-            self._items[key] = item
-            self._bytes += item.nbytes
-            while self._bytes > self._max and len(self._items) > 1:
-                _, dropped = self._items.popitem(last=False)
-                self._bytes -= dropped.nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-
-@dataclass
 class Caches:
-    uploads: UploadCache = field(default_factory=UploadCache)
-    results: ResultMemory = field(default_factory=ResultMemory)
+    """Memory in front of the disk store; plus the requests in flight right now."""
+
+    def __init__(self, memory_bytes: int = 1 << 30) -> None:
+        self._results: OrderedDict[str, ItemResult] = OrderedDict()
+        self._result_bytes = 0
+        self._memory_bytes = memory_bytes
+        self._uploads: dict[tuple[str, str], tuple[str, float]] = {}
+        self._inflight: dict[str, concurrent.futures.Future] = {}
+        self._lock = threading.Lock()
+        self._disk: DiskStore | None = None
+        self._disk_dir: Path | None = None
+
+    # the disk store follows the configured directory (tests move it)
+    def disk(self) -> DiskStore | None:
+        directory = cache_directory()
+        if directory != self._disk_dir:
+            if self._disk is not None:
+                self._disk.close()
+            self._disk = DiskStore(directory) if directory is not None else None
+            self._disk_dir = directory
+        return self._disk
+
+    def set_max_bytes(self, max_bytes: int) -> None:
+        disk = self.disk()
+        if disk is not None:
+            disk.max_bytes = max_bytes
+
+    # uploads --------------------------------------------------------------
+    def upload_url(self, server: str, digest: str) -> str | None:
+        with self._lock:
+            hit = self._uploads.get((server, digest))
+        if hit is not None and hit[1] > time.time():
+            return hit[0]
+        disk = self.disk()
+        url = disk.get_upload(server, digest) if disk else None
+        if url is not None:
+            with self._lock:
+                self._uploads[(server, digest)] = (url, time.time() + UPLOAD_TTL_S)
+        return url
+
+    def remember_upload(self, server: str, digest: str, url: str) -> None:
+        if url.startswith("data:"):
+            return  # inline results are not URLs fal can fetch
+        with self._lock:
+            self._uploads[(server, digest)] = (url, time.time() + UPLOAD_TTL_S)
+        disk = self.disk()
+        if disk is not None:
+            disk.put_upload(server, digest, url)
+
+    # results --------------------------------------------------------------
+    def result(self, key: str) -> ItemResult | None:
+        with self._lock:
+            item = self._results.get(key)
+            if item is not None:
+                self._results.move_to_end(key)
+                return item
+        disk = self.disk()
+        stored = disk.get_result(key) if disk else None
+        if stored is None:
+            return None
+        meta, blobs = stored
+        from .imaging import decode
+        try:
+            frames = [decode(b) for b in blobs]
+        except Exception:
+            return None   # unreadable file: a miss
+        item = ItemResult(frames, meta["urls"], meta["flagged"], meta.get("seed"),
+                          meta.get("request_id"))
+        self._keep_in_memory(key, item)
+        return item
+
+    def remember_result(self, key: str, endpoint_id: str, item: ItemResult,
+                        blobs: list[bytes] | None = None) -> None:
+        self._keep_in_memory(key, item)
+        disk = self.disk()
+        if disk is not None and blobs is not None:
+            exts = [_extension(b) for b in blobs]
+            disk.put_result(key, endpoint_id, {"urls": item.urls, "flagged": item.flagged,
+                                               "seed": item.seed, "request_id": item.request_id},
+                            blobs, exts)
+
+    def _keep_in_memory(self, key: str, item: ItemResult) -> None:
+        with self._lock:
+            old = self._results.pop(key, None)
+            if old is not None:
+                self._result_bytes -= old.nbytes
+            self._results[key] = item
+            self._result_bytes += item.nbytes
+            while self._result_bytes > self._memory_bytes and len(self._results) > 1:
+                _, dropped = self._results.popitem(last=False)
+                self._result_bytes -= dropped.nbytes
+
+    # one fal call per identical request, whichever prompt or item asks ------
+    def claim(self, key: str) -> tuple[bool, concurrent.futures.Future]:
+        """(True, future) for the caller that must call fal; (False, future) for one
+        that should wait for it. Thread-safe: prompts run on their own loops."""
+        with self._lock:
+            future = self._inflight.get(key)
+            if future is not None:
+                return False, future
+            future = concurrent.futures.Future()
+            self._inflight[key] = future
+            return True, future
+
+    def release(self, key: str, result: ItemResult | None) -> None:
+        with self._lock:
+            future = self._inflight.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def forget_memory(self) -> None:
+        """Drop what is held in memory (what a ComfyUI restart does)."""
+        with self._lock:
+            self._results.clear()
+            self._result_bytes = 0
+            self._uploads.clear()
 
     def clear(self) -> None:
-        self.uploads.clear()
-        self.results.clear()
+        self.forget_memory()
+        with self._lock:
+            self._inflight.clear()
+        if self._disk is not None:
+            self._disk.close()
+        self._disk, self._disk_dir = None, None
+
+
+def _extension(blob: bytes) -> str:
+    if blob[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if blob[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    if blob[:4] == b"RIFF" and blob[8:12] == b"WEBP":
+        return "webp"
+    return "bin"
 
 
 caches = Caches()

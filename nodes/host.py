@@ -22,6 +22,8 @@ class ComfyHost:
         self.status_listener: Callable[[str | None, str], None] | None = None
         # Outside ComfyUI, tests and the benchmark raise the interrupt flag here.
         self.interrupt_requested = False
+        # Outside ComfyUI, tests and the demo say which prompt is running.
+        self.current_prompt_id: str | None = None
 
     def interrupted(self) -> bool:
         try:
@@ -53,6 +55,16 @@ class ComfyHost:
             PromptServer.instance.send_progress_text(text, node_id)
         except Exception:  # status text is a nicety; never fail a run over it
             log.debug("could not send progress text", exc_info=True)
+
+    def prompt_id(self) -> str | None:
+        """The prompt ComfyUI is running now (for the per-prompt spend guard)."""
+        if self.current_prompt_id is not None:
+            return self.current_prompt_id
+        try:
+            from server import PromptServer  # type: ignore[import-not-found]
+        except ImportError:
+            return None
+        return getattr(PromptServer.instance, "last_prompt_id", None)
 
     def progress(self, node_id: str | None, done: int, total: int) -> None:
         """Drive ComfyUI's progress bar on the node."""

@@ -122,18 +122,63 @@ class FalSettingsNode:
                 "base_url": ("STRING", {"default": "", "tooltip":
                              "Empty uses fal's own hosts. Otherwise a fal-compatible server with "
                              "queue/, run/, rest and cdn paths (a proxy, or the local emulator)."}),
+                "cache_max_gb": ("FLOAT", {"default": d.cache_max_gb, "min": 0.1, "max": 1000.0,
+                                           "step": 0.1, "tooltip":
+                                           "Disk space for cached results; the least recently "
+                                           "used are dropped beyond it."}),
+                "max_usd_per_prompt": ("FLOAT", {"default": d.max_usd_per_prompt, "min": 0.0,
+                                                 "max": 10000.0, "step": 0.01, "tooltip":
+                                                 "Spend guard: a node whose estimate would take "
+                                                 "this prompt's fal spend past this many dollars "
+                                                 "fails before uploading anything. 0: no limit."}),
+                "max_usd_per_session": ("FLOAT", {"default": d.max_usd_per_session, "min": 0.0,
+                                                  "max": 100000.0, "step": 0.01, "tooltip":
+                                                  "Spend guard for this ComfyUI session (since "
+                                                  "start-up). 0: no limit."}),
             },
             "optional": {"key": ("FAL_KEY", {"tooltip": "From a fal Key node; without it the "
                                              "FAL_KEY environment variable is used."})},
         }
 
     def build(self, concurrency: int, timeout_s: int, nsfw_policy: str, upload_format: str,
-              inline_results: bool, cache: str, base_url: str,
+              inline_results: bool, cache: str, base_url: str, cache_max_gb: float = 2.0,
+              max_usd_per_prompt: float = 0.0, max_usd_per_session: float = 0.0,
               key: FalKeyRef | None = None) -> tuple:
         return (FalSettings(key=key or FalKeyRef(), concurrency=int(concurrency),
                             timeout_s=float(timeout_s), nsfw_policy=nsfw_policy,
                             upload_format=upload_format, inline_results=bool(inline_results),
-                            base_url=base_url.strip(), cache=cache),)
+                            base_url=base_url.strip(), cache=cache,
+                            cache_max_gb=float(cache_max_gb),
+                            max_usd_per_prompt=float(max_usd_per_prompt),
+                            max_usd_per_session=float(max_usd_per_session)),)
+
+
+class FalSpend:
+    """This session's fal calls: what was billed, what the cache saved, the total."""
+
+    DESCRIPTION = ("Lists this ComfyUI session's fal calls — endpoint, request id, cached or "
+                   "billed, estimated cost — and the total. Runs every time the prompt runs.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("STRING", "FLOAT")
+    RETURN_NAMES = ("report", "total_usd")
+    OUTPUT_TOOLTIPS = ("One line per call, then the total.",
+                       "Estimated dollars billed this session.")
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {}, "optional": {"after": ("*", {"tooltip": "Connect any output "
+                                             "here so the report is made after that node ran."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, **_: Any) -> float:
+        return float("nan")   # the ledger changes between runs; never reuse an old report
+
+    def report(self, after: Any = None) -> dict[str, Any]:
+        from .pricing import ledger
+        text = ledger.report()
+        return {"ui": {"text": [text]}, "result": (text, round(ledger.spent(), 6))}
 
 
 ENDPOINT_NODES = {e.node_name: endpoint_node(e) for e in ENDPOINTS}
@@ -141,11 +186,13 @@ ENDPOINT_NODES = {e.node_name: endpoint_node(e) for e in ENDPOINTS}
 NODE_CLASS_MAPPINGS: dict[str, type] = {
     "FalKey": FalKey,
     "FalSettings": FalSettingsNode,
+    "FalSpend": FalSpend,
     **ENDPOINT_NODES,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "FalKey": "fal Key",
     "FalSettings": "fal Settings",
+    "FalSpend": "fal Spend",
     **{e.node_name: e.display_name for e in ENDPOINTS},
 }

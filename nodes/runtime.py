@@ -21,6 +21,7 @@ import torch
 
 from . import imaging
 from .caches import ItemResult, caches, request_key
+from .pricing import LedgerEntry, estimate, ledger, prices
 from .endpoints import Endpoint
 from .errors import FalNodeError, redact, translate
 from .host import host
@@ -54,6 +55,7 @@ class WorkItem:
     result: ItemResult | None = None
     cached: bool = False
     error: BaseException | None = None
+    blobs: list[bytes] | None = None         # the result files as fal sent them
 
 
 @dataclass
@@ -64,6 +66,7 @@ class RunOutcome:
     request_ids: list[str]
     notes: list[str] = field(default_factory=list)
     status: str = ""
+    estimated_usd: float = 0.0
 
 
 class ItemFailed(Exception):
@@ -141,7 +144,8 @@ class Run:
         self.server = ""
         self.t0 = time.monotonic()
         self.last_status = 0.0
-        self.phase_note = ""
+        self.prompt_id = host.prompt_id()
+        self.cost = estimate(endpoint.endpoint_id, [], None)
 
     # status ---------------------------------------------------------------
     def status_text(self, final: str | None = None) -> str:
@@ -188,23 +192,50 @@ class Run:
             raise self.fail(str(exc)) from None
         self.server = self.settings.resolved_base_url() or FAL_HOSTS
 
+        caches.set_max_bytes(int(self.settings.cache_max_gb * 1024**3))
         pending = []
         for item in self.items:
             item.key = request_key(self.endpoint.endpoint_id, item.payload,
                                    [img.digest for img in item.images])
-            remembered = caches.results.get(item.key) if self.settings.cache == "use" else None
+            remembered = await asyncio.to_thread(caches.result, item.key) \
+                if self.settings.cache == "use" else None
             if remembered is not None:
                 item.result, item.cached, item.finished = remembered, True, True
                 item.state = "from cache (no charge)"
+                ledger.add(LedgerEntry(self.endpoint.endpoint_id, remembered.request_id or "",
+                                       True, 0.0, self.prompt_id))
             else:
                 pending.append(item)
 
+        self.cost = self._estimate(pending)
+        self._guard_spend()
         if pending:
             await self._call_fal(pending)
 
         outcome = self._assemble(notes)
+        outcome.estimated_usd = self.cost.total
         self.report(force=True, final=outcome.status)
         return outcome
+
+    def _estimate(self, pending: list[WorkItem]):
+        asked = [(int(i.payload.get("num_images", 1)),
+                  sum(img.size[0] * img.size[1] for img in i.images[:1]) / 1e6) for i in pending]
+        return estimate(self.endpoint.endpoint_id, asked, prices.price(self.endpoint.endpoint_id),
+                        len(self.items) - len(pending))
+
+    def _guard_spend(self) -> None:
+        """Fail before any upload when this node would take spending past a limit."""
+        limits = [(self.settings.max_usd_per_prompt, ledger.spent(self.prompt_id),
+                   "this prompt", "max_usd_per_prompt"),
+                  (self.settings.max_usd_per_session, ledger.spent(), "this session",
+                   "max_usd_per_session")]
+        for limit, spent, scope, setting in limits:
+            if limit > 0 and spent + self.cost.total > limit + 1e-9:
+                raise self.fail(
+                    f"the spend guard stopped this run before any upload: its estimate "
+                    f"${self.cost.total:.3f} plus ${spent:.3f} already spent in {scope} would "
+                    f"pass the ${limit:.2f} limit; raise {setting} in fal Settings (0 means no "
+                    f"limit) or make the batch smaller")
 
     async def _call_fal(self, pending: list[WorkItem]) -> None:
         import fal_client
@@ -212,6 +243,9 @@ class Run:
 
         point_fal_client_at(self.settings.resolved_base_url())
         client = fal_client.AsyncClient(key=self.key)
+        # Stale prices are refreshed alongside the work, never in front of it.
+        pricing = None if prices.fresh() else asyncio.create_task(
+            prices.refresh(self.key, self.settings.resolved_base_url()))
         limits = httpx.Limits(max_connections=max(4, self.settings.concurrency * 2))
         async with httpx.AsyncClient(follow_redirects=True, timeout=60.0, limits=limits) as http:
             self.http = http
@@ -230,6 +264,9 @@ class Run:
             finally:
                 for task in self.uploads.values():
                     task.cancel()
+                if pricing is not None:
+                    await asyncio.wait([pricing], timeout=1.0)
+                    pricing.cancel()
                 await self._close_fal_client(client)
 
     async def _supervise(self, tasks: list[asyncio.Task]) -> None:
@@ -273,6 +310,23 @@ class Run:
 
     # one item -------------------------------------------------------------
     async def _run_item(self, item: WorkItem) -> None:
+        leader, shared = caches.claim(item.key)
+        while not leader:
+            # The same request is already on its way to fal (another item, node or
+            # prompt): wait for that one rather than pay twice.
+            item.state = "waiting for an identical request"
+            result = await asyncio.wrap_future(shared)
+            if result is not None:
+                item.result, item.cached, item.finished = result, True, True
+                item.state = "shared (no charge)"
+                return
+            leader, shared = caches.claim(item.key)   # that one failed: our turn
+        try:
+            await self._call_for(item)
+        finally:
+            caches.release(item.key, item.result)
+
+    async def _call_for(self, item: WorkItem) -> None:
         try:
             async with self.gate:
                 item.state = "uploading"
@@ -285,15 +339,24 @@ class Run:
                 result_json = await self._queue(item, payload)
                 item.state = "downloading"
                 item.result = await self._collect(item, result_json)
-                caches.results.put(item.key, item.result)
+                await asyncio.to_thread(caches.remember_result, item.key,
+                                        self.endpoint.endpoint_id, item.result, item.blobs)
+                item.blobs = None
+                ledger.add(LedgerEntry(self.endpoint.endpoint_id, item.request_id or "", False,
+                                       self._item_cost(item), self.prompt_id))
                 item.state, item.finished = "done", True
         except Exception as exc:  # recorded and reported together with the other items
             if item.handle is not None and item.result is None:
                 await self._cancel_in_flight([item])   # don't leave a job running unseen
             item.error, item.state, item.finished = exc, "failed", True
 
+    def _item_cost(self, item: WorkItem) -> float:
+        mp = item.images[0].size[0] * item.images[0].size[1] / 1e6
+        return estimate(self.endpoint.endpoint_id, [(int(item.payload.get("num_images", 1)), mp)],
+                        self.cost.price).total
+
     async def _url_for(self, image: imaging.PreparedImage) -> str:
-        url = caches.uploads.get(self.server, image.digest)
+        url = caches.upload_url(self.server, image.digest)
         if url is not None:
             return url
         task = self.uploads.get(image.digest)
@@ -308,7 +371,7 @@ class Run:
                                              self.endpoint.limits.max_bytes)
         name = f"comfyui-{image.digest[:12]}.{'jpg' if fmt == 'jpeg' else 'png'}"
         url = await self.client.upload(data, mime, file_name=name)
-        caches.uploads.put(self.server, image.digest, url)
+        caches.remember_upload(self.server, image.digest, url)
         return url
 
     async def _queue(self, item: WorkItem, payload: dict[str, Any]) -> dict[str, Any]:
@@ -368,7 +431,8 @@ class Run:
                    for i in range(len(frames))]
         for frame, url in zip(frames, urls):
             # A result fed into another fal node is sent by URL, not uploaded again.
-            caches.uploads.put(self.server, imaging.pixel_digest(frame), url)
+            caches.remember_upload(self.server, imaging.pixel_digest(frame), url)
+        item.blobs = list(blobs)
         seed = result.get("seed", item.payload.get("seed"))
         return ItemResult(list(frames), urls, flagged,
                           int(seed) if isinstance(seed, (int, float)) else None, item.request_id)
@@ -451,6 +515,8 @@ class Run:
         seed = first_seed if first_seed is not None else -1
         elapsed = time.monotonic() - self.t0
         summary = f"done in {elapsed:.1f}s · {len(frames)} image(s)"
+        if self.cost.price is not None and total > cached:
+            summary += " · " + self.cost.describe()
         if cached:
             summary += f" · {cached} of {total} from cache (no charge)"
         status = "\n".join([summary] + notes)

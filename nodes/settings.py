@@ -36,6 +36,9 @@ class FalSettings:
     inline_results: bool = False      # fal's sync_mode: results come back as data URIs
     base_url: str = ""
     cache: str = "use"
+    cache_max_gb: float = 2.0
+    max_usd_per_prompt: float = 0.0     # 0: no limit
+    max_usd_per_session: float = 0.0    # 0: no limit
 
     def resolved_base_url(self) -> str:
         url = (self.base_url or os.environ.get(ENV_BASE_URL, "")).strip()

@@ -27,6 +27,7 @@ from tools.pack_loader import load_pack  # noqa: E402
 pack = load_pack()
 
 from comfyui_fal_edit.nodes import caches as caches_mod  # noqa: E402
+from comfyui_fal_edit.nodes import pricing  # noqa: E402
 from comfyui_fal_edit.nodes.host import host  # noqa: E402
 from fal_emulator import FalEmulator  # noqa: E402
 
@@ -42,12 +43,16 @@ def fal(emulator_server, monkeypatch, tmp_path):
     """A clean emulator, clean caches, a key in FAL_KEY and the pack pointed at the emulator."""
     emulator_server.reset()
     caches_mod.caches.clear()
+    pricing.prices.clear()
+    pricing.ledger.clear()
+    monkeypatch.setenv("COMFYUI_FAL_CACHE_DIR", str(tmp_path / "cache"))
     host.interrupt_requested = False
     host.status_listener = None
     monkeypatch.setenv("COMFYUI_FAL_BASE_URL", emulator_server.base_url)
     monkeypatch.setenv("FAL_KEY", TEST_KEY)
     monkeypatch.setenv("COMFYUI_FAL_KEYS_FILE", str(tmp_path / "keys" / "keys.json"))
     yield emulator_server
+    caches_mod.caches.clear()
     host.interrupt_requested = False
     host.status_listener = None
 

@@ -71,17 +71,16 @@ def test_batch_is_one_request_per_frame_in_order_with_seed_plus_index(fal):
 
 
 def test_batch_runs_concurrently_with_a_bound(fal):
-    fal.state.latency_s = 0.6
-    t0 = time.monotonic()
-    run_node("FalSharpen", image=sample_image(32, 32, batch=4))
-    four_at_once = time.monotonic() - t0
-    assert four_at_once < 0.6 * 4 * 0.6, f"a batch of 4 took {four_at_once:.2f}s: not concurrent"
-    fal.reset()
+    """Told by the order of events at the emulator, not by a stopwatch."""
     fal.state.latency_s = 0.3
-    t0 = time.monotonic()
+    run_node("FalSharpen", image=sample_image(32, 32, batch=4))
+    kinds = [e["kind"] for e in fal.state.log if e["kind"] in ("submit", "result")]
+    assert kinds[:4] == ["submit"] * 4, f"not all four were in flight at once: {kinds}"
+    fal.reset()
     run_node("FalSharpen", image=sample_image(32, 32, batch=3, seed=1),
              settings=settings(concurrency=1))
-    assert time.monotonic() - t0 >= 0.3 * 3, "concurrency=1 did not serialise the batch"
+    kinds = [e["kind"] for e in fal.state.log if e["kind"] in ("submit", "result")]
+    assert kinds == ["submit", "result"] * 3, f"concurrency=1 overlapped requests: {kinds}"
 
 
 def test_num_images_keeps_every_image_in_order(fal):
@@ -274,7 +273,7 @@ def test_timeout_cancels_the_request(fal):
     t0 = time.monotonic()
     with pytest.raises(FalNodeError, match="did not finish within 1s"):
         run_node("FalSharpen", image=sample_image(), settings=settings(timeout_s=1))
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 5, "the timeout did not stop the wait"
     assert fal.state.count("cancel") == 1
 
 
@@ -295,12 +294,17 @@ def test_nsfw_policy(fal):
 
 def test_comfy_interrupt_cancels_remote_requests(fal):
     fal.state.latency_s = 10
-    timer = threading.Timer(0.5, lambda: setattr(pack.nodes.host.host, "interrupt_requested", True))
-    timer.start()
+    def interrupt_once_both_are_submitted():
+        deadline = time.monotonic() + 20
+        while fal.state.count("submit") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pack.nodes.host.host.interrupt_requested = True
+
+    threading.Thread(target=interrupt_once_both_are_submitted, daemon=True).start()
     t0 = time.monotonic()
     with pytest.raises(Interrupted):
         run_node("FalSharpen", image=sample_image(batch=2))
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 5, "the interrupt did not stop the wait"
     assert fal.state.count("cancel") == 2
 
 

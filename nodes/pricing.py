@@ -1,0 +1,236 @@
+"""What fal calls cost: unit prices, estimates before a run, a ledger after it.
+
+Prices come from fal's Platform API (GET {api}/v1/models/pricing), fetched after
+start-up (never at import), kept on disk for a day, with a shipped table as the
+offline fallback. The ledger lists this ComfyUI session's calls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("comfyui_fal_edit")
+
+FAL_API = "https://api.fal.ai/"
+PRICE_TTL_S = 24 * 3600
+FETCH_TIMEOUT_S = 5.0
+
+# Offline fallback, USD, as listed on fal's model pages on the date below.
+# Shown as estimates: fal's Platform API is the authority when reachable.
+FALLBACK_DATE = "2026-11-26"
+FALLBACK_PRICES: dict[str, tuple[float, str]] = {
+    "fal-ai/image-editing/background-change": (0.04, "image"),
+    "fal-ai/image-editing/face-enhancement": (0.04, "image"),
+    "fal-ai/image-editing/color-correction": (0.04, "image"),
+    "fal-ai/image-editing/object-removal": (0.04, "image"),
+    "fal-ai/post-processing/sharpen": (0.001, "image"),
+    "fal-ai/flux/dev/image-to-image": (0.025, "megapixel"),
+    "fal-ai/recraft/v3/image-to-image": (0.04, "image"),
+    "fal-ai/luma-photon/modify": (0.019, "megapixel"),
+    "fal-ai/bytedance/seededit/v3/edit-image": (0.03, "image"),
+    "fal-ai/flux-pro/kontext/max/multi": (0.08, "image"),
+}
+
+
+@dataclass(frozen=True)
+class Price:
+    unit_price: float
+    unit: str            # "image", "megapixel", ...
+    source: str          # "fal" (Platform API) or "fallback"
+
+    @property
+    def per_megapixel(self) -> bool:
+        return self.unit.lower() in ("megapixel", "megapixels", "mp")
+
+
+@dataclass
+class Estimate:
+    total: float
+    units: float
+    price: Price | None
+    cached_items: int = 0
+
+    @property
+    def exact(self) -> bool:
+        """Per-image prices from fal are exact; per-megapixel and fallback ones are estimates."""
+        return bool(self.price) and self.price.source == "fal" and not self.price.per_megapixel
+
+    def describe(self) -> str:
+        if self.price is None:
+            return "price unknown"
+        mark = "" if self.exact else " (estimate)"
+        unit = "MP" if self.price.per_megapixel else "image"
+        return (f"≈ ${self.total:.3f}{mark} · {self.units:g} {unit} × "
+                f"${self.price.unit_price:g}")
+
+
+class PriceBook:
+    """Unit prices by endpoint id, from fal when fresh, else the shipped table."""
+
+    def __init__(self) -> None:
+        self._prices: dict[str, Price] = {}
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
+        self._loaded_disk = False
+
+    def path(self) -> Path | None:
+        from .caches import cache_directory
+        directory = cache_directory()
+        return directory.parent / "prices.json" if directory is not None else None
+
+    def _load_disk(self) -> None:
+        if self._loaded_disk:
+            return
+        self._loaded_disk = True
+        path = self.path()
+        if path is None:
+            return
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            prices = {k: Price(float(v["unit_price"]), str(v["unit"]), "fal")
+                      for k, v in data["prices"].items()}
+            with self._lock:
+                self._prices.update(prices)
+                self._fetched_at = float(data["fetched_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    def fresh(self) -> bool:
+        self._load_disk()
+        return time.time() - self._fetched_at < PRICE_TTL_S
+
+    def price(self, endpoint_id: str) -> Price | None:
+        self._load_disk()
+        with self._lock:
+            found = self._prices.get(endpoint_id)
+        if found is not None:
+            return found
+        if endpoint_id in FALLBACK_PRICES:
+            unit_price, unit = FALLBACK_PRICES[endpoint_id]
+            return Price(unit_price, unit, "fallback")
+        return None
+
+    def table(self) -> dict[str, dict[str, Any]]:
+        """Every known price, for the front end's badges."""
+        from .endpoints import ENDPOINTS
+        out = {}
+        for endpoint in ENDPOINTS:
+            price = self.price(endpoint.endpoint_id)
+            if price is not None:
+                out[endpoint.endpoint_id] = asdict(price)
+        return out
+
+    async def refresh(self, key: str, base_url: str = "", endpoint_ids: list[str] | None = None,
+                      timeout: float = FETCH_TIMEOUT_S) -> bool:
+        """Fetch prices from fal's Platform API; on any failure keep what we have."""
+        import httpx
+
+        from .endpoints import ENDPOINTS
+        ids = endpoint_ids or [e.endpoint_id for e in ENDPOINTS]
+        url = (base_url or FAL_API) + "v1/models/pricing"
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as http:
+                response = await http.get(url, params=[("endpoint_id", i) for i in ids],
+                                          headers={"Authorization": f"Key {key}"})
+                response.raise_for_status()
+                rows = response.json().get("prices", [])
+            prices = {row["endpoint_id"]: Price(float(row["unit_price"]), str(row["unit"]), "fal")
+                      for row in rows}
+        except Exception as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            log.warning("fal prices could not be fetched (%s%s); using the prices shipped with "
+                        "the pack (%s), marked as estimates", type(exc).__name__,
+                        f" HTTP {status}" if status else "", FALLBACK_DATE)
+            return False
+        with self._lock:
+            self._prices.update(prices)
+            self._fetched_at = time.time()
+        path = self.path()
+        if path is None:
+            return True
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"fetched_at": self._fetched_at, "prices": {
+                k: {"unit_price": v.unit_price, "unit": v.unit} for k, v in prices.items()}}))
+        except OSError:
+            pass
+        return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._prices.clear()
+            self._fetched_at = 0.0
+            self._loaded_disk = False
+
+
+def estimate(endpoint_id: str, requests: list[tuple[int, float]], price: Price | None,
+             cached_items: int = 0) -> Estimate:
+    """requests: (images asked for, input megapixels) per request that will be paid."""
+    if price is None:
+        return Estimate(0.0, 0.0, None, cached_items)
+    if price.per_megapixel:
+        # fal bills the output's megapixels; an edit's output is about its input's size.
+        units = sum(n * max(mp, 0.01) for n, mp in requests)
+    else:
+        units = float(sum(n for n, _ in requests))
+    return Estimate(round(units * price.unit_price, 6), round(units, 4), price, cached_items)
+
+
+@dataclass
+class LedgerEntry:
+    endpoint_id: str
+    request_id: str
+    cached: bool
+    estimated_usd: float
+    prompt_id: str | None
+    at: float = field(default_factory=time.time)
+    billed_usd: float | None = None
+
+
+class Ledger:
+    """This ComfyUI session's fal calls (and the ones the cache saved)."""
+
+    def __init__(self) -> None:
+        self._entries: list[LedgerEntry] = []
+        self._lock = threading.Lock()
+
+    def add(self, entry: LedgerEntry) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    def entries(self) -> list[LedgerEntry]:
+        with self._lock:
+            return list(self._entries)
+
+    def spent(self, prompt_id: str | None = None) -> float:
+        with self._lock:
+            return sum(e.estimated_usd for e in self._entries
+                       if not e.cached and (prompt_id is None or e.prompt_id == prompt_id))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def report(self) -> str:
+        rows = self.entries()
+        if not rows:
+            return "No fal calls in this session yet."
+        lines = ["endpoint | request id | cached or billed | estimate (USD)"]
+        for e in rows:
+            lines.append(f"{e.endpoint_id} | {e.request_id or '-'} | "
+                         f"{'cached (no charge)' if e.cached else 'billed'} | "
+                         f"{0.0 if e.cached else e.estimated_usd:.4f}")
+        lines.append(f"total this session: ${self.spent():.4f} estimated "
+                     f"({sum(1 for e in rows if not e.cached)} billed calls, "
+                     f"{sum(1 for e in rows if e.cached)} from cache)")
+        return "\n".join(lines)
+
+
+prices = PriceBook()
+ledger = Ledger()

@@ -1,0 +1,188 @@
+"""Never pay twice, know the price first: the persistent cache, prices, the spend guard."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+import torch
+
+from conftest import pack, run_node, sample_image
+
+from comfyui_fal_edit.nodes import caches as caches_mod
+from comfyui_fal_edit.nodes import pricing
+from comfyui_fal_edit.nodes.endpoints import BY_NODE
+from comfyui_fal_edit.nodes.errors import FalNodeError
+from comfyui_fal_edit.nodes.runtime import run_endpoint
+from comfyui_fal_edit.nodes.settings import FalSettings
+
+COLOR = "fal-ai/image-editing/color-correction"
+
+
+def restart():
+    """What a ComfyUI restart does to the pack: everything in memory is gone."""
+    caches_mod.caches.forget_memory()
+    caches_mod.caches.clear()
+
+
+def test_rerun_after_restart_makes_no_submit_and_no_upload(fal, statuses):
+    image = sample_image(64, 48, batch=2, seed=21)
+    first, _, _ = run_node("FalColorCorrection", image=image, seed=3)
+    assert fal.state.count("submit") == 2 and fal.state.count("upload") == 2
+    restart()
+    again, _, _ = run_node("FalColorCorrection", image=image, seed=3)
+    assert torch.equal(first, again)
+    assert fal.state.count("submit") == 2 and fal.state.count("upload") == 2
+    assert "2 of 2 from cache (no charge)" in statuses[-1]
+
+
+def test_upload_cache_survives_a_restart(fal):
+    image = sample_image(64, 48, seed=22)
+    run_node("FalSharpen", image=image)
+    restart()
+    run_node("FalSharpen", image=image, sharpen_radius=3)   # a new request, same pixels
+    assert fal.state.count("upload") == 1 and fal.state.count("submit") == 2
+
+
+def test_refresh_calls_fal_once_and_overwrites(fal):
+    image = sample_image(64, 48, seed=23)
+    run_node("FalColorCorrection", image=image)
+    refresh = FalSettings(cache="refresh")
+    run_node("FalColorCorrection", image=image, settings=refresh)
+    assert fal.state.count("submit") == 2
+    restart()
+    run_node("FalColorCorrection", image=image)
+    assert fal.state.count("submit") == 2
+
+
+def test_cached_result_does_not_depend_on_fal_urls(fal):
+    image = sample_image(64, 48, seed=24)
+    first, _, _ = run_node("FalFaceEnhancement", image=image)
+    fal.state.add_fault("file", "expired", times=-1)     # every fal file URL is now dead
+    restart()
+    again, _, _ = run_node("FalFaceEnhancement", image=image)
+    assert torch.equal(first, again)
+    assert fal.state.count("submit") == 1
+
+
+def test_entry_whose_files_are_gone_is_a_miss(fal, tmp_path):
+    image = sample_image(64, 48, seed=25)
+    run_node("FalFaceEnhancement", image=image)
+    for file in (tmp_path / "cache" / "files").iterdir():
+        file.unlink()
+    restart()
+    images, _, _ = run_node("FalFaceEnhancement", image=image)
+    assert images.shape[0] == 1
+    assert fal.state.count("submit") == 2
+
+
+def test_corrupt_database_degrades_to_a_miss_with_one_warning(fal, tmp_path, caplog):
+    image = sample_image(64, 48, seed=26)
+    run_node("FalColorCorrection", image=image)
+    restart()
+    (tmp_path / "cache" / "index.sqlite").write_bytes(b"this is not a database" * 100)
+    for name in ("index.sqlite-wal", "index.sqlite-shm"):
+        (tmp_path / "cache" / name).unlink(missing_ok=True)
+    images, _, _ = run_node("FalColorCorrection", image=image)
+    images2, _, _ = run_node("FalColorCorrection", image=image, seed=9)
+    assert images.shape[0] == 1 and images2.shape[0] == 1
+    assert fal.state.count("submit") == 3
+    warnings = [r for r in caplog.records if "cache" in r.getMessage() and r.levelname == "WARNING"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+def test_locked_database_is_a_miss_not_a_failure(fal, tmp_path):
+    image = sample_image(64, 48, seed=27)
+    run_node("FalColorCorrection", image=image)
+    restart()
+    lock = sqlite3.connect(tmp_path / "cache" / "index.sqlite", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        images, _, _ = run_node("FalColorCorrection", image=image)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert images.shape[0] == 1 and fal.state.count("submit") == 2
+
+
+def test_two_concurrent_identical_prompts_make_one_fal_call(fal):
+    fal.state.latency_s = 0.5
+    image = sample_image(64, 48, seed=28)
+    outputs = []
+
+    def prompt():  # each ComfyUI prompt runs on its own thread's fresh loop
+        outputs.append(run_node("FalColorCorrection", image=image, seed=4)[0])
+
+    threads = [threading.Thread(target=prompt) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(outputs) == 2 and torch.equal(outputs[0], outputs[1])
+    assert fal.state.count("submit") == 1
+
+
+def test_identical_frames_in_one_batch_are_one_call(fal):
+    frame = sample_image(48, 48, seed=29)
+    images, _, _ = run_node("FalSharpen", image=torch.cat([frame, frame, frame]))
+    assert images.shape[0] == 3
+    assert fal.state.count("submit") == 1
+
+
+# -- prices, estimate, guard, ledger ---------------------------------------------
+
+def test_prices_come_from_fal_and_fall_back_with_a_warning(fal, caplog):
+    key = "price-test-key-1234"
+    assert asyncio.run(pricing.prices.refresh(key, fal.base_url)) is True
+    flux = pricing.prices.price("fal-ai/flux/dev/image-to-image")
+    assert (flux.unit_price, flux.unit, flux.source) == (0.03, "megapixel", "fal")
+    pricing.prices.clear()   # a restart: the prices fetched today come back from disk
+    assert pricing.prices.fresh() and pricing.prices.price("fal-ai/flux/dev/image-to-image").source == "fal"
+    pricing.prices.path().unlink()
+    pricing.prices.clear()
+    fal.state.add_fault("pricing", 500, times=1)
+    assert asyncio.run(pricing.prices.refresh(key, fal.base_url)) is False
+    fallback = pricing.prices.price("fal-ai/flux/dev/image-to-image")
+    assert fallback.source == "fallback" and fallback.unit_price == 0.025
+    assert any("prices could not be fetched" in r.getMessage() for r in caplog.records)
+
+
+def test_estimate_for_batch_of_three_with_two_images_each(fal):
+    asyncio.run(pricing.prices.refresh("price-test-key-1234", fal.base_url))
+    endpoint = BY_NODE["FalFluxDevImageToImage"]
+    batch = torch.rand(3, 1000, 1000, 3)          # 1 MP each
+    outcome = asyncio.run(run_endpoint(endpoint, {"num_images": 2}, [batch], FalSettings()))
+    assert outcome.images.shape[0] == 6
+    assert outcome.estimated_usd == pytest.approx(6 * 0.03)
+    per_image = pricing.estimate(COLOR, [(2, 1.0)] * 3, pricing.prices.price(COLOR))
+    assert per_image.total == pytest.approx(6 * 0.05) and per_image.exact
+
+
+def test_spend_guard_blocks_before_any_request(fal):
+    asyncio.run(pricing.prices.refresh("price-test-key-1234", fal.base_url))
+    fal.reset()
+    guarded = FalSettings(max_usd_per_prompt=0.12)
+    with pytest.raises(FalNodeError) as err:
+        run_node("FalColorCorrection", image=sample_image(32, 32, batch=3), settings=guarded)
+    message = str(err.value)
+    assert message.startswith("fal Color Correction: the spend guard stopped this run")
+    assert "$0.150" in message and "$0.12 limit" in message and "max_usd_per_prompt" in message
+    assert fal.state.log == []
+    run_node("FalColorCorrection", image=sample_image(32, 32, batch=2), settings=guarded)
+    session = FalSettings(max_usd_per_session=0.12)
+    with pytest.raises(FalNodeError, match="this session"):
+        run_node("FalColorCorrection", image=sample_image(32, 32, seed=5), settings=session)
+
+
+def test_cached_items_cost_nothing_and_the_ledger_says_so(fal):
+    image = sample_image(32, 32, seed=30)
+    run_node("FalColorCorrection", image=image)
+    run_node("FalColorCorrection", image=image)
+    entries = pricing.ledger.entries()
+    assert [e.cached for e in entries] == [False, True]
+    assert entries[0].estimated_usd > 0 and entries[1].estimated_usd == 0
+    report, total = pack.NODE_CLASS_MAPPINGS["FalSpend"]().report()["result"]
+    assert "cached (no charge)" in report and "billed" in report
+    assert total == pytest.approx(entries[0].estimated_usd)
