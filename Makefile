@@ -22,6 +22,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
+	@command -v node >/dev/null 2>&1 || { echo "make test: Node.js (v18+) is needed for the web tests in web/tests/; install it (e.g. apt-get install nodejs)" >&2; exit 1; }
+	node --test web/tests/
 
 bench: $(STAMP)
 	$(PY) bench/run_bench.py $(ARGS)

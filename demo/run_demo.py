@@ -90,7 +90,8 @@ def contact_sheet(rows: list[tuple[str, list[Image.Image], list[Image.Image]]], 
 
 def run(node, **inputs):
     result = getattr(node, node.FUNCTION)(**inputs)
-    return asyncio.run(result) if asyncio.iscoroutine(result) else result
+    result = asyncio.run(result) if asyncio.iscoroutine(result) else result
+    return result["result"] if isinstance(result, dict) else result   # {"ui", "result"}
 
 
 def main() -> int:

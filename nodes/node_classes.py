@@ -42,7 +42,11 @@ def endpoint_node(endpoint: Endpoint) -> type:
         images = [values.pop(name, None) for name in image_names]
         outcome = await run_endpoint(endpoint, values, images, settings or DEFAULT_SETTINGS,
                                      node_id=unique_id)
-        return (outcome.images, outcome.seed, "\n".join(outcome.urls))
+        result = (outcome.images, outcome.seed, "\n".join(outcome.urls))
+        # Shown on the node by web/fal_edit.js; inline results (data URIs) are cut to their type.
+        shown = [u[:u.find(",") + 1] if u.startswith("data:") else u for u in outcome.urls]
+        return {"ui": {"fal_urls": shown, "fal_request_ids": list(outcome.request_ids),
+                       "fal_status": [outcome.status]}, "result": result}
 
     return type(endpoint.node_name, (), {
         "INPUT_TYPES": classmethod(input_types),

@@ -145,6 +145,8 @@ class Run:
         self.t0 = time.monotonic()
         self.last_status = 0.0
         self.prompt_id = host.prompt_id()
+        self.uploads_started = 0
+        self.uploads_done = 0
         self.cost = estimate(endpoint.endpoint_id, [], None)
 
     # status ---------------------------------------------------------------
@@ -153,6 +155,8 @@ class Run:
         done = sum(1 for i in self.items if i.result is not None)
         elapsed = time.monotonic() - self.t0
         head = final or f"{done}/{total} done · {elapsed:.1f}s"
+        if final is None and self.uploads_done < self.uploads_started:
+            head += f" · uploading {self.uploads_done + 1} of {self.uploads_started}"
         if final is None and total:
             lines = []
             for item in self.items:
@@ -361,6 +365,7 @@ class Run:
             return url
         task = self.uploads.get(image.digest)
         if task is None:
+            self.uploads_started += 1
             task = asyncio.create_task(self._upload(image))
             self.uploads[image.digest] = task
         return await asyncio.shield(task)
@@ -371,6 +376,7 @@ class Run:
                                              self.endpoint.limits.max_bytes)
         name = f"comfyui-{image.digest[:12]}.{'jpg' if fmt == 'jpeg' else 'png'}"
         url = await self.client.upload(data, mime, file_name=name)
+        self.uploads_done += 1
         caches.remember_upload(self.server, image.digest, url)
         return url
 

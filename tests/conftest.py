@@ -76,6 +76,8 @@ def run_node(name: str, **inputs):
     result = getattr(instance, instance.FUNCTION)(**inputs)
     if asyncio.iscoroutine(result):
         result = asyncio.run(result)
+    if isinstance(result, dict) and "result" in result:   # {"ui": ..., "result": ...}
+        result = result["result"]
     return result
 
 

@@ -1,0 +1,282 @@
+"""Server routes for the front end's fal key panel: list, add, test, delete.
+
+A key travels once, browser -> server, and is kept only in the key store
+(keystore.py: one 0600 file under ComfyUI's user directory). No answer ever
+carries a key or more of it than its last four characters, and nothing here
+logs a key.
+
+    GET    /fal/keys              -> {"keys": [{"name", "hint"}], "env": {...}, "target": ...}
+    POST   /fal/keys              {"name", "key"}  -> the listing (+ "added", "replaced")
+    DELETE /fal/keys/{name}       -> the listing
+    POST   /fal/keys/test         {"name"}  -> {"name", "result", "message"}
+                                  result: "valid" | "rejected" | "unreachable"
+
+ComfyUI serves every route also under /api/. The routes refuse requests whose
+Origin is another site (ComfyUI's own origin check only runs for loopback
+hosts), and the POST routes only take JSON, which a plain cross-site form
+cannot send.
+
+Importing this module needs aiohttp only (ComfyUI has it); `add_routes` works on
+any RouteTableDef, so tests run the routes without ComfyUI (see `make_app`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from . import keystore
+from .settings import ENV_BASE_URL
+
+log = logging.getLogger("comfyui_fal_edit")
+
+PREFIX = "/fal/keys"
+# The FalKey node's combo entry for the FAL_KEY environment variable.
+ENV_CHOICE = "environment FAL_KEY"
+# fal's REST host (fal-client's REST_URL); COMFYUI_FAL_BASE_URL replaces it with {base}rest.
+FAL_REST_URL = "https://rest.fal.ai"
+# One cheap authenticated call: a CDN upload token. Unknown or revoked keys get 401/403.
+TOKEN_PATH = "/storage/auth/token?storage_type=fal-cdn-v3"
+TEST_TIMEOUT_S = 8.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- helpers -------------------------------------------------------------------
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _split_host(netloc: str) -> tuple[str, int | None]:
+    try:
+        parts = urlsplit("//" + netloc)
+        return (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return "", None
+
+
+def foreign_origin(request: web.Request) -> str | None:
+    """Why the request comes from another site, or None when it is our own page.
+
+    Browsers send Origin on every POST/DELETE and on cross-origin GETs; it must
+    name the host the request was sent to. Requests without Origin (curl,
+    scripts on the machine) pass unless the browser marks them cross-site.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+            return "the request comes from another site"
+        return None
+    parsed = urlsplit(origin)
+    if origin.strip().lower() == "null" or not parsed.netloc:
+        return "the request comes from a page without an origin"
+    o_host, o_port = _split_host(parsed.netloc)
+    h_host, h_port = _split_host(request.headers.get("Host", ""))
+    if not o_host or o_host != h_host:
+        return f"the request comes from {parsed.scheme}://{parsed.netloc}, not from this ComfyUI"
+    # Like ComfyUI's own check: a port missing on one side (default ports behind
+    # a proxy) is not a mismatch.
+    if o_port is not None and h_port is not None and o_port != h_port:
+        return f"the request comes from {parsed.scheme}://{parsed.netloc}, not from this ComfyUI"
+    return None
+
+
+def same_origin_only(handler: Handler) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        reason = foreign_origin(request)
+        if reason is not None:
+            log.warning("fal key routes: refused %s %s: %s", request.method, request.path, reason)
+            return _error(403, f"refused: {reason}; manage fal keys from ComfyUI's own page")
+        return await handler(request)
+
+    guarded.__name__ = handler.__name__
+    guarded.__doc__ = handler.__doc__
+    return guarded
+
+
+async def _json_body(request: web.Request, shape: str) -> dict[str, Any]:
+    """The request's JSON object, or web.HTTPBadRequest with a sentence saying what to send."""
+    if request.content_type != "application/json":
+        raise _bad(f"send JSON ({shape}) with Content-Type: application/json")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _bad(f"the request body is not valid JSON; send {shape}") from None
+    if not isinstance(body, dict):
+        raise _bad(f"send a JSON object: {shape}")
+    return body
+
+
+def _bad(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=web.json_response({"error": message}).text,
+                              content_type="application/json")
+
+
+def _string(body: dict[str, Any], field: str) -> str:
+    value = body.get(field, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _bad(f"`{field}` must be a string")
+    return value
+
+
+def _env_key() -> str:
+    return os.environ.get(keystore.ENV_KEY, "").strip()
+
+
+def rest_url() -> str:
+    base = os.environ.get(ENV_BASE_URL, "").strip()
+    return (base.rstrip("/") + "/rest") if base else FAL_REST_URL
+
+
+def _listing() -> dict[str, Any]:
+    env = _env_key()
+    return {
+        "keys": keystore.listing(),
+        "env": {"choice": ENV_CHOICE, "set": bool(env), "hint": keystore.hint(env) if env else ""},
+        # Where "test" sends its call: fal, or the fal-compatible server in COMFYUI_FAL_BASE_URL.
+        "target": urlsplit(rest_url()).netloc,
+    }
+
+
+def _listing_or_error() -> dict[str, Any] | web.Response:
+    try:
+        return _listing()
+    except keystore.KeyStoreError as exc:
+        return _error(500, str(exc))
+
+
+# -- the key check -------------------------------------------------------------
+
+async def check_key_with_fal(key: str, timeout_s: float = TEST_TIMEOUT_S) -> tuple[str, str]:
+    """One authenticated call; ("valid" | "rejected" | "unreachable", one sentence).
+
+    The sentence names the server and the HTTP status, never the key.
+    """
+    import httpx
+
+    url = rest_url() + TOKEN_PATH
+    where = urlsplit(url).netloc
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), follow_redirects=False) \
+                as client:
+            response = await client.post(url, json={}, headers={
+                "Authorization": f"Key {key}", "Accept": "application/json"})
+    except httpx.TimeoutException:
+        return "unreachable", (f"{where} did not answer within {timeout_s:g}s, so the key could "
+                               f"not be checked; check the network and try again")
+    except httpx.HTTPError as exc:
+        return "unreachable", (f"{where} could not be reached ({type(exc).__name__}), so the key "
+                               f"could not be checked; check the network or "
+                               f"{ENV_BASE_URL} and try again")
+    status = response.status_code
+    if 200 <= status < 300:
+        return "valid", f"fal accepted the key ({where} answered {status})"
+    if status in (401, 403):
+        return "rejected", (f"fal rejected the key ({where} answered {status}); copy a current "
+                            f"key from fal.ai/dashboard/keys and add it again")
+    return "unreachable", (f"{where} answered {status}, so the key could not be checked; "
+                           f"try again later")
+
+
+# -- routes --------------------------------------------------------------------
+
+def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
+    """Put the key routes on `routes` (ComfyUI's PromptServer.instance.routes, or a test app's)."""
+
+    @routes.get(PREFIX)
+    @same_origin_only
+    async def fal_keys_list(request: web.Request) -> web.Response:
+        listing = _listing_or_error()
+        return listing if isinstance(listing, web.Response) else web.json_response(listing)
+
+    @routes.post(PREFIX)
+    @same_origin_only
+    async def fal_keys_add(request: web.Request) -> web.Response:
+        body = await _json_body(request, '{"name": "...", "key": "..."}')
+        try:
+            name = keystore.check_name(_string(body, "name"))
+            key = keystore.check_key(_string(body, "key"))
+            replaced = name in keystore.names()
+            keystore.add(name, key)
+        except keystore.KeyStoreError as exc:
+            return _error(400, str(exc))
+        except OSError as exc:
+            return _error(500, f"the key file {keystore.key_file()} cannot be written "
+                               f"({type(exc).__name__}); check the permissions of that folder")
+        log.info("fal key '%s' %s in the key store", name, "replaced" if replaced else "saved")
+        listing = _listing_or_error()
+        if isinstance(listing, web.Response):
+            return listing
+        return web.json_response({**listing, "added": name, "replaced": replaced},
+                                 status=200 if replaced else 201)
+
+    @routes.post(PREFIX + "/test")
+    @same_origin_only
+    async def fal_keys_test(request: web.Request) -> web.Response:
+        body = await _json_body(request, '{"name": "..."}')
+        raw = _string(body, "name").strip()
+        if raw == ENV_CHOICE:
+            key = _env_key()
+            if not key:
+                return _error(404, "the FAL_KEY environment variable is not set for this ComfyUI")
+            name = raw
+        else:
+            try:
+                name = keystore.check_name(raw)
+                key = keystore.get(name)
+            except keystore.KeyStoreError as exc:
+                return _error(400, str(exc))
+            if not key:
+                return _error(404, f"no fal key named '{name}' is saved")
+        result, message = await check_key_with_fal(key)
+        log.info("fal key '%s' tested: %s", name, result)
+        return web.json_response({"name": name, "result": result, "message": message})
+
+    @routes.delete(PREFIX + "/{name}")
+    @same_origin_only
+    async def fal_keys_delete(request: web.Request) -> web.Response:
+        try:
+            name = keystore.check_name(request.match_info["name"])
+            deleted = keystore.delete(name)
+        except keystore.KeyStoreError as exc:
+            return _error(400, str(exc))
+        except OSError as exc:
+            return _error(500, f"the key file {keystore.key_file()} cannot be written "
+                               f"({type(exc).__name__}); check the permissions of that folder")
+        if not deleted:
+            return _error(404, f"no fal key named '{name}' is saved")
+        log.info("fal key '%s' deleted from the key store", name)
+        listing = _listing_or_error()
+        if isinstance(listing, web.Response):
+            return listing
+        return web.json_response({**listing, "deleted": name})
+
+    return routes
+
+
+def make_app() -> web.Application:
+    """A bare aiohttp app with only these routes (tests; no ComfyUI needed)."""
+    app = web.Application()
+    app.add_routes(add_routes(web.RouteTableDef()))
+    return app
+
+
+def register_with_comfyui() -> bool:
+    """Add the routes to ComfyUI's server when running inside ComfyUI. True if added."""
+    try:
+        from server import PromptServer  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    instance = getattr(PromptServer, "instance", None)
+    routes = getattr(instance, "routes", None)
+    if routes is None:
+        return False
+    add_routes(routes)
+    return True

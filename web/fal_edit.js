@@ -1,0 +1,434 @@
+// comfyui-fal-edit front end:
+//  - a "fal" page in ComfyUI's settings: add a named fal key, see saved keys by name and
+//    last four characters, test one against fal, delete one (routes in nodes/routes.py);
+//  - the fal Key node's list follows those changes without reloading the page;
+//  - after a fal node ran: its result URLs (copyable) and fal request ids on the node;
+//  - the Recraft node's `colors` text gets swatches and a colour picker.
+// Keys never pass through ComfyUI's settings store: the panel has no setting value.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+import { addColor, labelColor, parseColors, removeColor } from "./lib/colors.js";
+import { errorLine, keyChoices, keyLabel, keyTestLine, resultView } from "./lib/format.js";
+
+const EXTENSION = "comfyui-fal-edit";
+const KEY_NODE = "FalKey";
+const KEY_WIDGET = "key_name";
+const RECRAFT_NODE = "FalRecraftV3ImageToImage";
+const COLORS_WIDGET = "colors";
+const FAL_CATEGORY = "fal/";
+
+// -- small DOM helpers ----------------------------------------------------------------
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (name === "class") node.className = value;
+    else if (name === "style") Object.assign(node.style, value);
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (value !== undefined && value !== null) node.setAttribute(name, value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    // Plain http on a LAN address is not a secure context: no async clipboard there.
+    const area = el("textarea", { style: { position: "fixed", opacity: "0" } });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    return ok;
+  }
+}
+
+function copyButton(text, title = "copy") {
+  const button = el("button", { class: "fal-mini", title, type: "button" }, "copy");
+  button.addEventListener("click", async (event) => {
+    event.stopPropagation();
+    button.textContent = (await copyText(text)) ? "copied" : "failed";
+    setTimeout(() => (button.textContent = "copy"), 1200);
+  });
+  return button;
+}
+
+const STYLE = `
+.fal-keys { display: flex; flex-direction: column; gap: 8px; width: min(520px, 55vw); font-size: 13px; }
+.fal-keys-row { display: flex; align-items: center; gap: 8px; padding: 4px 6px; border-radius: 6px;
+  background: var(--comfy-input-bg, #222); }
+.fal-keys-name { flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.fal-keys-hint { font-family: monospace; opacity: .75; }
+.fal-keys-buttons { display: flex; gap: 6px; justify-content: flex-end; width: 118px; }
+.fal-keys-empty { opacity: .7; font-style: italic; }
+.fal-keys-add { display: flex; gap: 6px; align-items: center; }
+.fal-keys-add input { min-width: 0; padding: 4px 6px; border-radius: 4px; border: 1px solid var(--border-color, #555);
+  background: var(--comfy-input-bg, #222); color: var(--input-text, #ddd); }
+.fal-keys-add input[name=name] { flex: 2; }
+.fal-keys-add input[name=key] { flex: 3; font-family: monospace; }
+.fal-keys-msg { min-height: 1.2em; }
+.fal-keys-note { opacity: .7; font-size: 12px; }
+.fal-ok { color: #5fcf80; } .fal-bad { color: #f07070; } .fal-warn { color: #e8b450; }
+.fal-mini { padding: 2px 8px; border-radius: 4px; cursor: pointer; font-size: 12px;
+  border: 1px solid var(--border-color, #555); background: var(--comfy-menu-bg, #333); color: var(--fg-color, #ddd); }
+.fal-mini:disabled { opacity: .5; cursor: default; }
+.fal-result { font-size: 11px; line-height: 1.5; overflow: auto; padding: 2px 4px; color: var(--fg-color, #ddd); }
+.fal-result a { color: #7fb4ff; text-decoration: none; }
+.fal-result-line { display: flex; gap: 6px; align-items: center; white-space: nowrap; }
+.fal-result-line > :first-child { overflow: hidden; text-overflow: ellipsis; flex: 1; }
+.fal-result-id { font-family: monospace; opacity: .8; }
+.fal-swatches { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; padding: 2px 4px; font-size: 11px; }
+.fal-swatch { width: 22px; height: 22px; border-radius: 4px; cursor: pointer; border: 1px solid rgba(255,255,255,.35);
+  display: inline-flex; align-items: center; justify-content: center; font-size: 12px; box-sizing: border-box; }
+.fal-swatch:hover::after { content: "×"; }
+.fal-swatch-bad { background: repeating-linear-gradient(45deg,#a33,#a33 4px,#622 4px,#622 8px); color: #fff; }
+.fal-swatch-add { position: relative; overflow: hidden; background: transparent; border-style: dashed; color: var(--fg-color, #ddd); }
+.fal-swatch-add:hover::after { content: none; }
+.fal-swatch-add input { position: absolute; inset: 0; opacity: 0; cursor: pointer; width: 100%; height: 100%; border: 0; padding: 0; }
+.fal-swatches-label { opacity: .6; margin-right: 2px; }
+`;
+
+// -- the key routes -------------------------------------------------------------------
+
+async function keyRoute(path, options = {}) {
+  let response;
+  try {
+    response = await api.fetchApi(`/fal/keys${path}`, {
+      ...options,
+      headers: { "Content-Type": "application/json", ...(options.headers ?? {}) },
+      cache: "no-store",
+    });
+  } catch {
+    throw new Error(errorLine(0, null));
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok) throw new Error(errorLine(response.status, body));
+  return body;
+}
+
+// -- the FalKey node's list follows the saved keys --------------------------------------
+
+function allGraphs() {
+  const graphs = [app.graph];
+  const subgraphs = app.graph?.subgraphs;
+  if (subgraphs?.values) graphs.push(...subgraphs.values());
+  return graphs.filter(Boolean);
+}
+
+async function refreshKeyChoices(listing) {
+  const values = keyChoices((listing?.keys ?? []).map((k) => k.name));
+  // The node definition, so new fal Key nodes offer the new list.
+  try {
+    const defs = await (await api.fetchApi(`/object_info/${KEY_NODE}`, { cache: "no-store" })).json();
+    if (defs?.[KEY_NODE] && typeof app.registerNodeDef === "function") {
+      await app.registerNodeDef(KEY_NODE, defs[KEY_NODE]);
+    }
+  } catch (error) {
+    console.warn(`[${EXTENSION}] could not refresh the fal Key node definition`, error);
+  }
+  // Nodes already on the canvas.
+  for (const graph of allGraphs()) {
+    for (const node of graph._nodes ?? graph.nodes ?? []) {
+      if (node.type !== KEY_NODE) continue;
+      const widget = node.widgets?.find((w) => w.name === KEY_WIDGET);
+      if (widget?.options) widget.options.values = values;
+    }
+  }
+  app.graph?.setDirtyCanvas?.(true, true);
+}
+
+// -- the settings page ------------------------------------------------------------------
+
+function keyPanel() {
+  const list = el("div", { class: "fal-keys-list" });
+  const message = el("div", { class: "fal-keys-msg" });
+  const note = el("div", { class: "fal-keys-note" });
+  const nameInput = el("input", { name: "name", placeholder: "name, e.g. work", maxlength: "40",
+    autocomplete: "off", spellcheck: "false" });
+  const keyInput = el("input", { name: "key", type: "password", placeholder: "fal key (id:secret)",
+    autocomplete: "new-password", spellcheck: "false" });
+  const addButton = el("button", { class: "fal-mini", type: "submit" }, "Add");
+  let current = null;
+
+  const say = (text, tone = "") => {
+    message.className = `fal-keys-msg ${tone ? "fal-" + tone : ""}`;
+    message.textContent = text;
+  };
+
+  function row(name, hint, { env = false } = {}) {
+    const status = el("span", { class: "fal-keys-status" });
+    const test = el("button", { class: "fal-mini", type: "button", title: "one cheap call to fal" }, "Test");
+    test.addEventListener("click", async () => {
+      test.disabled = true;
+      say(`Testing ${env ? "FAL_KEY" : `'${name}'`}…`);
+      try {
+        const line = keyTestLine(await keyRoute("/test", { method: "POST", body: JSON.stringify({ name }) }));
+        say(line.text, line.tone);
+      } catch (error) {
+        say(error.message, "bad");
+      } finally {
+        test.disabled = false;
+      }
+    });
+    const buttons = [test];
+    if (!env) {
+      const remove = el("button", { class: "fal-mini", type: "button" }, "Delete");
+      remove.addEventListener("click", async () => {
+        if (!window.confirm(`Delete the fal key '${name}' from this ComfyUI server?`)) return;
+        try {
+          show(await keyRoute(`/${encodeURIComponent(name)}`, { method: "DELETE" }));
+          say(`Deleted '${name}'.`, "ok");
+        } catch (error) {
+          say(error.message, "bad");
+        }
+      });
+      buttons.push(remove);
+    }
+    return el("div", { class: "fal-keys-row", "data-name": name },
+      el("span", { class: "fal-keys-name", title: name }, env ? "environment FAL_KEY" : name),
+      el("span", { class: "fal-keys-hint", title: "last four characters" }, hint || "—"),
+      status, el("span", { class: "fal-keys-buttons" }, ...buttons));
+  }
+
+  function show(listing, { refresh = true } = {}) {
+    current = listing;
+    list.replaceChildren();
+    for (const key of listing.keys ?? []) list.append(row(key.name, key.hint));
+    if (listing.env?.set) list.append(row(listing.env.choice, listing.env.hint, { env: true }));
+    if (!list.children.length) {
+      list.append(el("div", { class: "fal-keys-empty" }, "No fal key saved yet, and FAL_KEY is not set."));
+    }
+    note.textContent = `Keys stay on the ComfyUI server in a private file (not in ComfyUI's settings); ` +
+      `workflows only carry a key's name. Test calls ${listing.target || "fal"}.`;
+    if (refresh) refreshKeyChoices(listing);
+  }
+
+  const form = el("form", { class: "fal-keys-add", autocomplete: "off" }, nameInput, keyInput, addButton);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    event.stopPropagation();
+    const name = nameInput.value.trim();
+    const key = keyInput.value;
+    if (current?.keys?.some((k) => k.name === name) &&
+        !window.confirm(`Replace the saved fal key '${name}'?`)) return;
+    addButton.disabled = true;
+    try {
+      const answer = await keyRoute("", { method: "POST", body: JSON.stringify({ name, key }) });
+      keyInput.value = "";
+      nameInput.value = "";
+      show(answer);
+      const saved = answer.keys.find((k) => k.name === answer.added);
+      say(`${answer.replaced ? "Replaced" : "Saved"} '${answer.added}' (${saved?.hint ?? "…"}); ` +
+        `pick it in a fal Key node.`, "ok");
+    } catch (error) {
+      say(error.message, "bad");
+    } finally {
+      addButton.disabled = false;
+    }
+  });
+  // ComfyUI's keybindings must not see typing in these inputs.
+  for (const input of [nameInput, keyInput]) input.addEventListener("keydown", (e) => e.stopPropagation());
+
+  keyRoute("").then((listing) => show(listing, { refresh: false }), (error) => say(error.message, "bad"));
+  return el("div", { class: "fal-keys" }, list, form, message, note);
+}
+
+// -- the result panel on fal nodes ---------------------------------------------------------
+
+function resultPanel(node) {
+  let widget = node.widgets?.find((w) => w.name === "fal_result");
+  if (widget) return widget;
+  const box = el("div", { class: "fal-result" });
+  widget = node.addDOMWidget("fal_result", "fal_result", box, {
+    serialize: false,
+    hideOnZoom: false,
+    getValue: () => "",
+    setValue: () => {},
+    getMinHeight: () => (box.childElementCount ? Math.min(28 + 18 * box.childElementCount, 220) : 0),
+    getMaxHeight: () => 260,
+  });
+  widget.serialize = false;   // not part of widgets_values: workflows stay loadable without us
+  widget.falBox = box;
+  return widget;
+}
+
+function showResult(node, output) {
+  const view = resultView(output);
+  if (!view) return;
+  const widget = resultPanel(node);
+  const lines = [el("div", { class: "fal-result-line" }, el("span", {}, view.summary),
+    view.urls.length > 1 ? copyButton(view.copyText, "copy every URL, one a line") : null)];
+  view.urls.forEach((entry, i) => {
+    const link = entry.inline
+      ? el("span", { title: "inline result: fal keeps no copy" }, `${i + 1}. ${entry.label}`)
+      : el("a", { href: entry.url, target: "_blank", rel: "noopener noreferrer", title: entry.url },
+        `${i + 1}. ${entry.label}`);
+    lines.push(el("div", { class: "fal-result-line" }, link, copyButton(entry.url, "copy this URL")));
+  });
+  for (const id of view.requestIds) {
+    lines.push(el("div", { class: "fal-result-line" },
+      el("span", { class: "fal-result-id", title: "fal request id" }, `request ${id}`), copyButton(id, "copy the request id")));
+  }
+  widget.falBox.replaceChildren(...lines);
+  const wanted = node.computeSize?.();
+  if (wanted && node.size[1] < wanted[1]) node.setSize([node.size[0], wanted[1]]);
+  node.setDirtyCanvas?.(true, true);
+}
+
+function clearResult(node) {
+  const widget = node.widgets?.find((w) => w.name === "fal_result");
+  if (widget?.falBox) widget.falBox.replaceChildren();
+}
+
+// -- Recraft colour swatches -----------------------------------------------------------------
+
+function addSwatches(node) {
+  const text = node.widgets?.find((w) => w.name === COLORS_WIDGET);
+  if (!text) return;
+  const box = el("div", { class: "fal-swatches" });
+  let shown = null;
+
+  const setText = (value) => {
+    text.value = value;
+    text.callback?.(value, app.canvas, node);
+    render();
+    node.setDirtyCanvas?.(true, true);
+    app.graph?.change?.();
+  };
+
+  function render() {
+    shown = String(text.value ?? "");
+    const swatches = parseColors(shown).map((entry, i) => {
+      const swatch = el("span", {
+        class: entry.hex ? "fal-swatch" : "fal-swatch fal-swatch-bad",
+        title: entry.hex ? `${entry.text}: click to remove` : `'${entry.text}' is not a colour: click to remove`,
+        style: entry.hex ? { background: entry.hex, color: labelColor(entry.hex) } : {},
+      }, entry.hex ? "" : "?");
+      swatch.addEventListener("click", (event) => {
+        event.stopPropagation();
+        setText(removeColor(shown, i));
+      });
+      return swatch;
+    });
+    const picker = el("input", { type: "color", value: swatches.length ? (parseColors(shown).at(-1).hex ?? "#ff8800") : "#ff8800",
+      title: "add a colour" });
+    picker.addEventListener("change", () => setText(addColor(String(text.value ?? ""), picker.value)));
+    const add = el("span", { class: "fal-swatch fal-swatch-add", title: "add a colour" }, "+", picker);
+    box.replaceChildren(el("span", { class: "fal-swatches-label" }, "colours"), ...swatches, add);
+  }
+
+  const widget = node.addDOMWidget("colors_swatches", "fal_swatches", box, {
+    serialize: false,
+    hideOnZoom: false,
+    getValue: () => "",
+    setValue: () => {},
+    getMinHeight: () => 32,
+    getMaxHeight: () => 80,
+  });
+  widget.serialize = false;
+
+  // Follow the text however it changes: typing, undo, loading a workflow.
+  const callback = text.callback;
+  text.callback = function (...args) {
+    const result = callback?.apply(this, args);
+    if (String(text.value ?? "") !== shown) render();
+    return result;
+  };
+  const onDraw = node.onDrawForeground;
+  node.onDrawForeground = function (...args) {
+    if (String(text.value ?? "") !== shown) render();
+    return onDraw?.apply(this, args);
+  };
+  render();
+}
+
+// -- registration ----------------------------------------------------------------------
+
+function isFalEndpoint(nodeData) {
+  return String(nodeData?.category ?? "").startsWith(FAL_CATEGORY) &&
+    (nodeData.output_name ?? []).includes("urls");
+}
+
+app.registerExtension({
+  name: `${EXTENSION}.fal`,
+
+  settings: [
+    {
+      id: "fal.Keys",
+      category: ["fal", "Keys", "Saved keys"],
+      name: "fal keys on this server",
+      tooltip: "Add a named fal key, test it, delete it. The key is kept on the ComfyUI server in a " +
+        "private file, never in ComfyUI's settings; workflows carry only its name.",
+      type: () => keyPanel(),
+      defaultValue: "",
+    },
+  ],
+
+  commands: [
+    {
+      id: "fal.ManageKeys",
+      label: "fal: manage keys",
+      icon: "pi pi-key",
+      function: async () => {
+        app.extensionManager?.dialog?.showSettingsDialog?.("fal");
+        // Select the fal page when the dialog opened on another one.
+        for (let i = 0; i < 20 && !document.querySelector(".fal-keys"); i++) {
+          const item = [...document.querySelectorAll(".p-dialog [role=option], .p-dialog li")]
+            .find((e) => e.textContent.trim() === "fal");
+          item?.click();
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      },
+    },
+  ],
+
+  async setup() {
+    document.head.append(el("style", { id: "comfyui-fal-edit-style" }, STYLE));
+    api.addEventListener("executing", ({ detail }) => {
+      const id = detail?.node ?? detail;
+      if (id === null || id === undefined) return;
+      const node = app.graph?.getNodeById?.(id);
+      if (node && node.falEndpoint) clearResult(node);
+    });
+  },
+
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name === RECRAFT_NODE) {
+      const created = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function (...args) {
+        const result = created?.apply(this, args);
+        try {
+          addSwatches(this);
+        } catch (error) {
+          console.warn(`[${EXTENSION}] colour swatches unavailable`, error);
+        }
+        return result;
+      };
+    }
+    if (isFalEndpoint(nodeData)) {
+      nodeType.prototype.falEndpoint = true;
+      const executed = nodeType.prototype.onExecuted;
+      nodeType.prototype.onExecuted = function (output) {
+        const result = executed?.apply(this, arguments);
+        try {
+          showResult(this, output);
+        } catch (error) {
+          console.warn(`[${EXTENSION}] could not show the result`, error);
+        }
+        return result;
+      };
+    }
+  },
+});
