@@ -31,8 +31,9 @@ from .spec import MATCH_INPUT, InputProblem
 log = logging.getLogger("comfyui_fal_edit")
 
 FAL_HOSTS = "https://fal.run"              # cache namespace when no base URL is set
-POLL_FIRST_S = 0.1                         # learn of completion fast...
-POLL_MAX_S = 0.25                          # ...without hammering fal on long jobs
+POLL_FIRST_S = 0.1                         # learn of completion within 0.1 s...
+POLL_MAX_S = 0.25                          # ...and within 0.25 s on long jobs,
+POLL_FAST_FOR_S = 10.0                     # once they have run this long
 WATCH_S = 0.25                             # interrupt flag and status cadence
 STATUS_EVERY_S = 1.0
 CANCEL_GRACE_S = 5.0
@@ -397,7 +398,8 @@ class Run:
             raise
         item.request_id = item.handle.request_id
         item.state = "queued"
-        deadline = time.monotonic() + self.settings.timeout_s
+        submitted = time.monotonic()
+        deadline = submitted + self.settings.timeout_s
         interval = POLL_FIRST_S
         while True:
             status = await item.handle.status(with_logs=True)
@@ -417,7 +419,8 @@ class Run:
                 raise ItemFailed(f"did not finish within {self.settings.timeout_s:g}s and was "
                                  f"cancelled; raise the timeout in fal Settings")
             await asyncio.sleep(interval)
-            interval = min(POLL_MAX_S, interval * 1.25)
+            if time.monotonic() - submitted > POLL_FAST_FOR_S:
+                interval = min(POLL_MAX_S, interval * 1.25)
         item.detail = ""
         return await item.handle.get()
 
