@@ -45,8 +45,13 @@ def endpoint_node(endpoint: Endpoint) -> type:
         result = (outcome.images, outcome.seed, "\n".join(outcome.urls))
         # Shown on the node by web/fal_edit.js; inline results (data URIs) are cut to their type.
         shown = [u[:u.find(",") + 1] if u.startswith("data:") else u for u in outcome.urls]
+        # fal_items / fal_cost / fal_cached / fal_megapixels: the price badge's real request
+        # count and this run's cost (cached items cost nothing).
         return {"ui": {"fal_urls": shown, "fal_request_ids": list(outcome.request_ids),
-                       "fal_status": [outcome.status]}, "result": result}
+                       "fal_status": [outcome.status], "fal_items": [outcome.items],
+                       "fal_cost": [round(outcome.estimated_usd, 6)],
+                       "fal_cached": [outcome.cached_items],
+                       "fal_megapixels": [outcome.megapixels]}, "result": result}
 
     return type(endpoint.node_name, (), {
         "INPUT_TYPES": classmethod(input_types),

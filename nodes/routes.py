@@ -1,4 +1,4 @@
-"""Server routes for the front end's fal key panel: list, add, test, delete.
+"""Server routes for the front end: the fal key panel, price badges, the spend view.
 
 A key travels once, browser -> server, and is kept only in the key store
 (keystore.py: one 0600 file under ComfyUI's user directory). No answer ever
@@ -10,6 +10,14 @@ logs a key.
     DELETE /fal/keys/{name}       -> the listing
     POST   /fal/keys/test         {"name"}  -> {"name", "result", "message"}
                                   result: "valid" | "rejected" | "unreachable"
+    GET    /fal/prices            -> {"prices": {endpoint_id: {unit_price, unit, source}},
+                                      "fresh", "fallback_date", "refreshing", "nodes"}
+    GET    /fal/spend             -> {"entries": [...], "total", "billed", "cached", "report"}
+
+Prices: when the fetched ones are missing or a day old, GET /fal/prices starts
+one background refresh (a task on the server's loop, never awaited by the
+request) with the FAL_KEY key or else the first saved key; ComfyUI's start-up
+schedules the same refresh once. Nothing is fetched at import.
 
 ComfyUI serves every route also under /api/. The routes refuse requests whose
 Origin is another site (ComfyUI's own origin check only runs for loopback
@@ -22,8 +30,10 @@ any RouteTableDef, so tests run the routes without ComfyUI (see `make_app`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -90,8 +100,8 @@ def same_origin_only(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         reason = foreign_origin(request)
         if reason is not None:
-            log.warning("fal key routes: refused %s %s: %s", request.method, request.path, reason)
-            return _error(403, f"refused: {reason}; manage fal keys from ComfyUI's own page")
+            log.warning("fal routes: refused %s %s: %s", request.method, request.path, reason)
+            return _error(403, f"refused: {reason}; use the fal panels from ComfyUI's own page")
         return await handler(request)
 
     guarded.__name__ = handler.__name__
@@ -185,6 +195,143 @@ async def check_key_with_fal(key: str, timeout_s: float = TEST_TIMEOUT_S) -> tup
                            f"try again later")
 
 
+# -- prices and spend ------------------------------------------------------------
+
+# After a failed refresh, wait this long before the next one (fal down, bad key).
+PRICE_RETRY_S = 600.0
+# Start-up refresh: a few seconds after the server started, out of start-up's way.
+STARTUP_DELAY_S = 5.0
+
+
+class _PriceRefresh:
+    """The one background price refresh: at most one task at a time."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.failed_at = 0.0
+        self.no_key_logged = False
+
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def reset(self) -> None:
+        if self.running():
+            assert self.task is not None
+            self.task.cancel()
+        self.task, self.failed_at, self.no_key_logged = None, 0.0, False
+
+
+price_refresh = _PriceRefresh()
+
+
+def price_key() -> str | None:
+    """The key for the price call: FAL_KEY, else the first saved key, else None."""
+    from .settings import FalKeyRef, MissingKey, resolve_key
+    try:
+        return resolve_key(FalKeyRef())
+    except MissingKey:
+        pass
+    for name in keystore.names():
+        try:
+            key = keystore.get(name)
+        except keystore.KeyStoreError:
+            return None
+        if key:
+            return key
+    return None
+
+
+def price_base_url() -> str:
+    from .settings import DEFAULT_SETTINGS
+    return DEFAULT_SETTINGS.resolved_base_url()     # COMFYUI_FAL_BASE_URL, or fal's own API
+
+
+async def _refresh_prices(key: str, base_url: str) -> bool:
+    from .pricing import prices
+    try:
+        ok = await prices.refresh(key, base_url)
+    except Exception as exc:  # refresh() catches fetch errors; this is a last resort
+        log.warning("fal prices: refresh failed (%s)", type(exc).__name__)
+        ok = False
+    if ok:
+        price_refresh.failed_at = 0.0
+        log.info("fal prices: fetched from %s", urlsplit(base_url or "https://api.fal.ai/").netloc)
+    else:
+        price_refresh.failed_at = time.monotonic()
+    return ok
+
+
+def schedule_price_refresh(force: bool = False) -> asyncio.Task | None:
+    """Start a background refresh on the running loop when prices are stale.
+
+    Never waits for it. Returns the task (the running one if there is one), or
+    None when nothing is needed or possible (fresh, no key, a recent failure).
+    """
+    from .pricing import prices
+    if price_refresh.running():
+        return price_refresh.task
+    if not force and prices.fresh():
+        return None
+    if not force and price_refresh.failed_at and \
+            time.monotonic() - price_refresh.failed_at < PRICE_RETRY_S:
+        return None
+    key = price_key()
+    if not key:
+        if not price_refresh.no_key_logged:
+            price_refresh.no_key_logged = True
+            log.info("fal prices: no fal key (FAL_KEY or a saved key) to ask fal's price list "
+                     "with; showing the prices shipped with the pack, marked as estimates")
+        return None
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    price_refresh.task = loop.create_task(_refresh_prices(key, price_base_url()),
+                                          name="comfyui-fal-edit price refresh")
+    return price_refresh.task
+
+
+def _prices_answer() -> dict[str, Any]:
+    from . import pricing
+    from .endpoints import ENDPOINTS
+    fresh = pricing.prices.fresh()
+    if not fresh:
+        schedule_price_refresh()
+    return {
+        "prices": pricing.prices.table(),
+        "fresh": fresh,
+        "fallback_date": pricing.FALLBACK_DATE,
+        "refreshing": price_refresh.running(),
+        # What the front end needs to put a price on a node: its endpoint, and whether all
+        # of its images go in one request (Kontext multi) or one request per image.
+        "nodes": {e.node_name: {"endpoint_id": e.endpoint_id, "title": e.display_name,
+                                "multi": bool(e.multi_image_sockets)} for e in ENDPOINTS},
+    }
+
+
+def _spend_answer() -> dict[str, Any]:
+    from .endpoints import BY_ENDPOINT
+    from .pricing import ledger
+    rows = ledger.entries()
+    entries = [{
+        "endpoint": e.endpoint_id,
+        "title": BY_ENDPOINT[e.endpoint_id].display_name if e.endpoint_id in BY_ENDPOINT
+        else e.endpoint_id,
+        "request_id": e.request_id,
+        "cached": e.cached,
+        "estimated_usd": 0.0 if e.cached else round(e.estimated_usd, 6),
+        "prompt_id": e.prompt_id,
+        "at": e.at,
+    } for e in rows]
+    return {
+        "entries": entries,
+        "total": round(ledger.spent(), 6),
+        "billed": sum(1 for e in rows if not e.cached),
+        "cached": sum(1 for e in rows if e.cached),
+        "report": ledger.report(),
+    }
+
+
 # -- routes --------------------------------------------------------------------
 
 def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
@@ -258,6 +405,16 @@ def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
             return listing
         return web.json_response({**listing, "deleted": name})
 
+    @routes.get("/fal/prices")
+    @same_origin_only
+    async def fal_prices(request: web.Request) -> web.Response:
+        return web.json_response(_prices_answer(), headers={"Cache-Control": "no-store"})
+
+    @routes.get("/fal/spend")
+    @same_origin_only
+    async def fal_spend(request: web.Request) -> web.Response:
+        return web.json_response(_spend_answer(), headers={"Cache-Control": "no-store"})
+
     return routes
 
 
@@ -279,4 +436,30 @@ def register_with_comfyui() -> bool:
     if routes is None:
         return False
     add_routes(routes)
+    schedule_startup_refresh(getattr(instance, "app", None), getattr(instance, "loop", None))
     return True
+
+
+def schedule_startup_refresh(app: web.Application | None,
+                             loop: asyncio.AbstractEventLoop | None = None) -> str:
+    """Refresh prices once, a few seconds after the server started (never at import).
+
+    Returns how: "on_startup" (the usual case: custom nodes load before the server
+    starts), "call_later" (the server already runs), or "" (no way to schedule).
+    """
+    def start() -> None:
+        schedule_price_refresh()
+
+    async def on_startup(_app: web.Application) -> None:
+        asyncio.get_running_loop().call_later(STARTUP_DELAY_S, start)
+
+    if app is not None:
+        try:
+            app.on_startup.append(on_startup)
+            return "on_startup"
+        except RuntimeError:   # the app is frozen: the server started already
+            pass
+    if loop is not None:
+        loop.call_soon_threadsafe(loop.call_later, STARTUP_DELAY_S, start)
+        return "call_later"
+    return ""

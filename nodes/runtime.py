@@ -67,7 +67,10 @@ class RunOutcome:
     request_ids: list[str]
     notes: list[str] = field(default_factory=list)
     status: str = ""
-    estimated_usd: float = 0.0
+    estimated_usd: float = 0.0       # the fal calls this run paid for; cached items: $0
+    items: int = 0                   # fal requests this run needed (cached ones included)
+    cached_items: int = 0
+    megapixels: float = 0.0          # input megapixels per request, on average
 
 
 class ItemFailed(Exception):
@@ -219,6 +222,11 @@ class Run:
 
         outcome = self._assemble(notes)
         outcome.estimated_usd = self.cost.total
+        outcome.items = len(self.items)
+        outcome.cached_items = sum(1 for i in self.items if i.cached)
+        outcome.megapixels = round(sum(i.images[0].size[0] * i.images[0].size[1] / 1e6
+                                       for i in self.items if i.images)
+                                   / max(1, len(self.items)), 4)
         self.report(force=True, final=outcome.status)
         return outcome
 

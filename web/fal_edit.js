@@ -3,12 +3,17 @@
 //    last four characters, test one against fal, delete one (routes in nodes/routes.py);
 //  - the fal Key node's list follows those changes without reloading the page;
 //  - after a fal node ran: its result URLs (copyable) and fal request ids on the node;
-//  - the Recraft node's `colors` text gets swatches and a colour picker.
+//  - the Recraft node's `colors` text gets swatches and a colour picker;
+//  - every fal node shows its price before it runs (a badge above its title, following
+//    num_images and, after a run, the real number of requests) and its last run's cost;
+//  - "fal: spend this session" (command, menu, and a section of the fal settings page)
+//    lists this session's fal calls from GET /fal/spend.
 // Keys never pass through ComfyUI's settings store: the panel has no setting value.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { addColor, labelColor, parseColors, removeColor } from "./lib/colors.js";
 import { errorLine, keyChoices, keyLabel, keyTestLine, resultView } from "./lib/format.js";
+import { formatLastRun, formatPriceBadge, lastRunFromOutput, priceSourceLine, spendView } from "./lib/price.js";
 
 const EXTENSION = "comfyui-fal-edit";
 const KEY_NODE = "FalKey";
@@ -93,6 +98,24 @@ const STYLE = `
 .fal-swatch-add:hover::after { content: none; }
 .fal-swatch-add input { position: absolute; inset: 0; opacity: 0; cursor: pointer; width: 100%; height: 100%; border: 0; padding: 0; }
 .fal-swatches-label { opacity: .6; margin-right: 2px; }
+.fal-spend { display: flex; flex-direction: column; gap: 8px; width: min(760px, 80vw); font-size: 13px; }
+.fal-spend-head { display: flex; align-items: center; gap: 8px; }
+.fal-spend-head h3 { margin: 0; font-size: 15px; flex: 1; }
+.fal-spend-table { max-height: 50vh; overflow: auto; border-radius: 6px; background: var(--comfy-input-bg, #222); }
+.fal-spend table { width: 100%; border-collapse: collapse; font-size: 12px; }
+.fal-spend th, .fal-spend td { text-align: left; padding: 4px 8px; white-space: nowrap; }
+.fal-spend th { position: sticky; top: 0; background: var(--comfy-menu-bg, #333); font-weight: 600; }
+.fal-spend tr + tr td { border-top: 1px solid rgba(255,255,255,.07); }
+.fal-spend td.fal-usd, .fal-spend th.fal-usd { text-align: right; font-variant-numeric: tabular-nums; }
+.fal-spend-total { font-weight: 600; }
+.fal-spend-cached { opacity: .65; }
+.fal-spend-compact { width: min(520px, 55vw); }
+.fal-spend-compact .fal-spend-id { display: none; }
+.fal-spend-compact .fal-spend-table { max-height: 40vh; }
+.fal-overlay { position: fixed; inset: 0; z-index: 10000; background: rgba(0,0,0,.55); display: flex;
+  align-items: center; justify-content: center; }
+.fal-modal { background: var(--comfy-menu-bg, #2a2a2a); color: var(--fg-color, #ddd); padding: 14px 16px;
+  border-radius: 10px; border: 1px solid var(--border-color, #555); box-shadow: 0 10px 40px rgba(0,0,0,.5); }
 `;
 
 // -- the key routes -------------------------------------------------------------------
@@ -232,6 +255,7 @@ function keyPanel() {
       const saved = answer.keys.find((k) => k.name === answer.added);
       say(`${answer.replaced ? "Replaced" : "Saved"} '${answer.added}' (${saved?.hint ?? "…"}); ` +
         `pick it in a fal Key node.`, "ok");
+      loadPrices();   // a first key lets the server fetch fal's price list
     } catch (error) {
       say(error.message, "bad");
     } finally {
@@ -354,6 +378,183 @@ function addSwatches(node) {
   render();
 }
 
+
+// -- prices on fal nodes ------------------------------------------------------------------
+
+// GET /fal/prices: {prices: {endpoint_id: {unit_price, unit, source}}, fresh, fallback_date,
+// refreshing, nodes: {node type: {endpoint_id, title, multi}}}.
+const priceState = { answer: null, polls: 0, timer: null };
+
+async function loadPrices() {
+  try {
+    const response = await api.fetchApi("/fal/prices", { cache: "no-store" });
+    if (!response.ok) return;
+    priceState.answer = await response.json();
+  } catch (error) {
+    console.warn(`[${EXTENSION}] could not load fal prices`, error);
+    return;
+  }
+  app.graph?.setDirtyCanvas?.(true, true);
+  // The server fetches fal's price list in the background; ask again once it had time.
+  clearTimeout(priceState.timer);
+  if (priceState.answer?.refreshing && priceState.polls < 10) {
+    priceState.polls += 1;
+    priceState.timer = setTimeout(loadPrices, 3000);
+  } else {
+    priceState.polls = 0;
+  }
+}
+
+function widgetValue(node, name) {
+  return node.widgets?.find((w) => w.name === name)?.value;
+}
+
+/** The node's badge text right now: price × what it will ask for. */
+function priceBadgeFor(node) {
+  const answer = priceState.answer;
+  const info = answer?.nodes?.[node.type];
+  if (!answer || !info) return null;
+  const row = answer.prices?.[info.endpoint_id];
+  const price = row ? { unitPrice: row.unit_price, unit: row.unit, source: row.source } : null;
+  const last = node.falLastRun;
+  return formatPriceBadge(price, {
+    // Before a run the front end can't know an upstream batch: 1 request per input image.
+    images: info.multi ? 1 : (last?.items ?? 1),
+    multi: info.multi,
+    numImages: widgetValue(node, "num_images") ?? 1,
+    megapixels: last?.megapixels ?? null,
+  });
+}
+
+// Drawn like the front end's own node badges (LGraphBadge is not exported to extensions).
+class FalBadge {
+  constructor(text, bgColor, fgColor = "#ffffff") {
+    Object.assign(this, { text, bgColor, fgColor, fontSize: 12, padding: 6, height: 20, cornerRadius: 5 });
+  }
+
+  get visible() {
+    return Boolean(this.text);
+  }
+
+  getWidth(ctx) {
+    if (!this.visible) return 0;
+    const font = ctx.font;
+    ctx.font = `${this.fontSize}px sans-serif`;
+    const width = ctx.measureText(this.text).width + this.padding * 2;
+    ctx.font = font;
+    return width;
+  }
+
+  draw(ctx, x, y) {
+    if (!this.visible) return;
+    const { font, fillStyle, textBaseline, textAlign } = ctx;
+    const width = this.getWidth(ctx);
+    ctx.font = `${this.fontSize}px sans-serif`;
+    ctx.fillStyle = this.bgColor;
+    ctx.beginPath();
+    if (ctx.roundRect) ctx.roundRect(x, y, width, this.height, this.cornerRadius);
+    else ctx.rect(x, y, width, this.height);
+    ctx.fill();
+    ctx.fillStyle = this.fgColor;
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "left";
+    ctx.fillText(this.text, x + this.padding, y + this.height / 2 + 1);
+    Object.assign(ctx, { font, fillStyle, textBaseline, textAlign });
+  }
+}
+
+const BADGE_EXACT = "#2e6140";
+const BADGE_ESTIMATE = "#7a5a1e";
+const BADGE_UNKNOWN = "#555555";
+const BADGE_LAST = "#3b4a63";
+
+function addPriceBadges(node) {
+  if (!Array.isArray(node.badges)) return;       // an older front end without node badges
+  node.badges.push(() => {
+    const badge = priceBadgeFor(node);
+    if (!badge) return new FalBadge("", BADGE_UNKNOWN);
+    const color = badge.text === "price unknown" ? BADGE_UNKNOWN : badge.estimate ? BADGE_ESTIMATE : BADGE_EXACT;
+    return new FalBadge(badge.text, color);
+  });
+  node.badges.push(() => new FalBadge(node.falLastRun ? formatLastRun(node.falLastRun) : "", BADGE_LAST));
+}
+
+// -- the spend view ----------------------------------------------------------------------
+
+function spendPanel({ onClose, compact = false } = {}) {
+  const table = el("div", { class: "fal-spend-table" });
+  const total = el("div", { class: "fal-spend-total" });
+  const source = el("div", { class: "fal-keys-note" });
+  const message = el("div", { class: "fal-keys-msg" });
+  let report = "";
+
+  async function refresh() {
+    try {
+      const response = await api.fetchApi("/fal/spend", { cache: "no-store" });
+      let body = null;
+      try {
+        body = await response.json();
+      } catch {
+        body = null;
+      }
+      if (!response.ok) throw new Error(errorLine(response.status, body));
+      const view = spendView(body);
+      report = body.report ?? "";
+      const rows = view.rows.map((r) => el("tr", { class: r.state === "billed" ? "" : "fal-spend-cached" },
+        el("td", {}, r.time), el("td", { title: r.endpoint }, r.title),
+        el("td", { class: "fal-result-id fal-spend-id" }, r.requestId || "—"), el("td", {}, r.state),
+        el("td", { class: "fal-usd" }, r.usd)));
+      table.replaceChildren(rows.length ? el("table", {},
+        el("tr", {}, el("th", {}, "time"), el("th", {}, "node"), el("th", { class: "fal-spend-id" }, "fal request id"),
+          el("th", {}, ""), el("th", { class: "fal-usd" }, "estimate")), ...rows) : []);
+      total.textContent = view.totalLine;
+      message.textContent = "";
+    } catch (error) {
+      message.className = "fal-keys-msg fal-bad";
+      message.textContent = error.message;
+    }
+    source.textContent = `${priceSourceLine(priceState.answer)} Your fal dashboard shows what fal billed.`;
+  }
+
+  const refreshButton = el("button", { class: "fal-mini", type: "button" }, "Refresh");
+  refreshButton.addEventListener("click", refresh);
+  const copy = el("button", { class: "fal-mini", type: "button", title: "copy the report as text" }, "Copy");
+  copy.addEventListener("click", async () => {
+    copy.textContent = (await copyText(report)) ? "copied" : "failed";
+    setTimeout(() => (copy.textContent = "Copy"), 1200);
+  });
+  const head = el("div", { class: "fal-spend-head" }, el("h3", {}, "fal spend this session"),
+    refreshButton, copy, onClose ? el("button", { class: "fal-mini", type: "button", onclick: onClose }, "Close") : null);
+  const panel = el("div", { class: compact ? "fal-spend fal-spend-compact" : "fal-spend" },
+    head, table, total, source, message);
+  // Follow new runs while the panel is open.
+  const onRun = () => panel.isConnected ? refresh() : api.removeEventListener("executed", onRun);
+  api.addEventListener("executed", onRun);
+  refresh();
+  return panel;
+}
+
+function openSpendDialog() {
+  document.querySelector(".fal-overlay")?.remove();
+  const overlay = el("div", { class: "fal-overlay" });
+  const close = () => {
+    overlay.remove();
+    document.removeEventListener("keydown", onKey, true);
+  };
+  const onKey = (event) => {
+    if (event.key === "Escape") {
+      event.stopPropagation();
+      close();
+    }
+  };
+  overlay.addEventListener("click", (event) => event.target === overlay && close());
+  document.addEventListener("keydown", onKey, true);
+  overlay.append(el("div", { class: "fal-modal", role: "dialog", "aria-label": "fal spend this session" },
+    spendPanel({ onClose: close })));
+  document.body.append(overlay);
+  return overlay;
+}
+
 // -- registration ----------------------------------------------------------------------
 
 function isFalEndpoint(nodeData) {
@@ -374,6 +575,15 @@ app.registerExtension({
       type: () => keyPanel(),
       defaultValue: "",
     },
+    {
+      id: "fal.Spend",
+      category: ["fal", "Spend", "This session"],
+      name: "fal calls this session",
+      tooltip: "Every fal call since ComfyUI started: billed or answered from the cache, with its " +
+        "estimated cost. The fal Spend node gives the same report as text.",
+      type: () => spendPanel({ compact: true }),
+      defaultValue: "",
+    },
   ],
 
   commands: [
@@ -392,7 +602,17 @@ app.registerExtension({
         }
       },
     },
+    {
+      id: "fal.Spend",
+      label: "fal: spend this session",
+      icon: "pi pi-dollar",
+      function: () => {
+        openSpendDialog();
+      },
+    },
   ],
+
+  menuCommands: [{ path: ["Extensions", "fal"], commands: ["fal.ManageKeys", "fal.Spend"] }],
 
   async setup() {
     document.head.append(el("style", { id: "comfyui-fal-edit-style" }, STYLE));
@@ -402,6 +622,7 @@ app.registerExtension({
       const node = app.graph?.getNodeById?.(id);
       if (node && node.falEndpoint) clearResult(node);
     });
+    loadPrices();
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -426,6 +647,20 @@ app.registerExtension({
           showResult(this, output);
         } catch (error) {
           console.warn(`[${EXTENSION}] could not show the result`, error);
+        }
+        // The real number of requests and the run's cost (cached requests: $0).
+        const last = lastRunFromOutput(output, { numImages: widgetValue(this, "num_images") ?? 1 });
+        if (last) this.falLastRun = last;
+        this.setDirtyCanvas?.(true, true);
+        return result;
+      };
+      const created = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function (...args) {
+        const result = created?.apply(this, args);
+        try {
+          addPriceBadges(this);
+        } catch (error) {
+          console.warn(`[${EXTENSION}] price badge unavailable`, error);
         }
         return result;
       };

@@ -1,0 +1,184 @@
+// Price badges on fal nodes and the spend view. Pure functions, no ComfyUI imports,
+// so `node --test web/tests/` checks them.
+//
+// A price is what GET /fal/prices sends per endpoint: {unit_price, unit, source}, source
+// "fal" (fal's Platform API) or "fallback" (the table shipped with the pack).
+
+const PER_IMAGE = new Set(["image", "images"]);
+const PER_MEGAPIXEL = new Set(["megapixel", "megapixels", "mp"]);
+
+/** Dollars for a badge: "$0.08", "$0.025", "$0.002", "$1.50", "$0". */
+export function formatUsd(value) {
+  const v = Number(value);
+  if (!Number.isFinite(v) || v <= 0) return "$0";
+  if (v >= 1) return `$${v.toFixed(2)}`;
+  const text = v >= 0.01 ? v.toFixed(3) : v.toPrecision(2);
+  // Keep at least two decimals ("$0.08", not "$0.080" or "$0.1").
+  let trimmed = Number(text).toString();
+  if (trimmed.includes("e")) trimmed = v.toFixed(6);
+  const [whole, frac = ""] = trimmed.split(".");
+  return `$${whole}.${frac.padEnd(2, "0")}`;
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+function count(value, fallback = 1) {
+  const n = Math.floor(Number(value));
+  return Number.isFinite(n) && n >= 1 ? n : fallback;
+}
+
+/**
+ * What one run of a fal node will cost, before it runs.
+ *
+ * price: {unitPrice, unit, source} (or the route's {unit_price, ...}); null when unknown.
+ * images: requests the node makes (one per input image; Kontext multi: `multi` makes it one).
+ * numImages: the node's num_images widget (images fal makes per request).
+ * megapixels: input megapixels per request when known (after a run); 1 MP is assumed before.
+ * cached: requests a cache will answer (no charge).
+ *
+ * -> {total, units, unitLabel, estimate, known, text, title}
+ */
+export function estimateRun(price, { images = 1, numImages = 1, multi = false, megapixels = null,
+  cached = 0 } = {}) {
+  const unitPrice = Number(price?.unitPrice ?? price?.unit_price);
+  const unit = String(price?.unit ?? "").trim().toLowerCase();
+  const source = price?.source ?? "fallback";
+  if (!price || !Number.isFinite(unitPrice) || unitPrice < 0) {
+    return { total: null, units: null, unitLabel: "", estimate: true, known: false };
+  }
+  const requests = multi ? 1 : count(images);
+  const paid = Math.max(0, requests - Math.max(0, Math.floor(Number(cached) || 0)));
+  const outputs = paid * count(numImages);
+  if (PER_IMAGE.has(unit)) {
+    return { total: outputs * unitPrice, units: outputs, unitLabel: "image", unitPrice,
+      estimate: source !== "fal", known: true, perMegapixel: false, source };
+  }
+  if (PER_MEGAPIXEL.has(unit)) {
+    const mp = Number(megapixels) > 0 ? Number(megapixels) : 1;
+    const units = Math.round(outputs * mp * 100) / 100;
+    return { total: units * unitPrice, units, unitLabel: "MP", unitPrice, estimate: true,
+      known: true, perMegapixel: true, assumedSize: !(Number(megapixels) > 0), source };
+  }
+  // A unit this pack does not know (per second, per request, ...): show the unit price only.
+  return { total: null, units: null, unitLabel: unit || "unit", unitPrice, estimate: true,
+    known: true, source };
+}
+
+/**
+ * The badge on a fal node: "≈ $0.08 · 2 images × $0.04", with " · estimate" where fal
+ * bills per megapixel, the price is the shipped fallback, or the unit is unknown.
+ * -> {text, estimate, title}
+ */
+export function formatPriceBadge(price, options = {}) {
+  const run = estimateRun(price, options);
+  if (!run.known) {
+    return { text: "price unknown", estimate: true,
+      title: "fal's price list has no price for this endpoint." };
+  }
+  const tail = run.estimate ? " · estimate" : "";
+  const why = [];
+  if (run.source !== "fal") why.push("price from the table shipped with the pack (fal's price list was not reached)");
+  if (run.perMegapixel) {
+    why.push(run.assumedSize ? "fal bills per megapixel; 1 MP per image assumed until the node ran"
+      : "fal bills per megapixel of the result; sized like the last run's input");
+  }
+  if (run.total === null) {
+    why.push(`fal bills per ${run.unitLabel}`);
+    return { text: `${formatUsd(run.unitPrice)}/${run.unitLabel}${tail}`, estimate: true, title: why.join("; ") };
+  }
+  const units = run.perMegapixel ? `${run.units} MP × ${formatUsd(run.unitPrice)}/MP`
+    : `${plural(run.units, "image")} × ${formatUsd(run.unitPrice)}`;
+  return { text: `≈ ${formatUsd(run.total)} · ${units}${tail}`, estimate: run.estimate, title: why.join("; ") };
+}
+
+function first(value) {
+  if (Array.isArray(value)) return value.length ? value[0] : undefined;
+  return value;
+}
+
+/**
+ * A fal node's executed UI data -> what its last run was, or null.
+ * Uses fal_items / fal_cost / fal_cached / fal_megapixels when the node sends them, else
+ * what its status line and request ids say ("≈ $0.060 · ...", "2 of 3 from cache"); a
+ * per-megapixel line ("· 0.7864 MP ×") gives the input size with numImages (the
+ * node's num_images when it ran).
+ * -> {items, cached, cost (null: unknown), megapixels}
+ */
+export function lastRunFromOutput(output, { numImages = 1 } = {}) {
+  if (!output || typeof output !== "object") return null;
+  const ids = Array.isArray(output.fal_request_ids) ? output.fal_request_ids : null;
+  const status = String(first(output.fal_status) ?? "").split("\n")[0];
+  let items = first(output.fal_items);
+  items = items === undefined ? (ids ? ids.length : undefined) : Number(items);
+  if (items === undefined || !Number.isFinite(items)) return null;
+  let cached = first(output.fal_cached);
+  if (cached === undefined) {
+    const match = status.match(/(\d+) of (\d+) from cache/);
+    cached = match ? Number(match[1]) : 0;
+  }
+  let cost = first(output.fal_cost);
+  if (cost === undefined) {
+    const match = status.match(/≈ \$(\d+(?:\.\d+)?)/);
+    cost = match ? Number(match[1]) : (cached >= items ? 0 : null);
+  }
+  let megapixels = first(output.fal_megapixels);
+  if (megapixels === undefined) {
+    const match = status.match(/· (\d+(?:\.\d+)?) MP ×/);
+    const paid = items - (Number(cached) || 0);
+    if (match && paid > 0) megapixels = Math.round((Number(match[1]) / (paid * count(numImages))) * 1e4) / 1e4;
+  }
+  return { items, cached: Number(cached) || 0, cost: cost === null ? null : Number(cost),
+    megapixels: Number(megapixels) > 0 ? Number(megapixels) : null };
+}
+
+/** The last run's badge: "last run $0.08", "last run $0 · 2 of 2 cached". */
+export function formatLastRun(run) {
+  if (!run) return "";
+  const cost = run.cost === null || run.cost === undefined ? "cost unknown" : formatUsd(run.cost);
+  const cached = run.cached ? ` · ${run.cached} of ${run.items} cached` : "";
+  return `last run ${cost}${cached}`;
+}
+
+/** A spend entry's time: "14:03:22". */
+export function formatClock(at) {
+  const d = new Date(Number(at) * 1000);
+  if (Number.isNaN(d.getTime())) return "";
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
+}
+
+/**
+ * GET /fal/spend -> rows and a total line for the spend view.
+ * -> {rows: [{time, title, endpoint, requestId, state, usd}], totalLine}
+ */
+export function spendView(answer) {
+  const entries = Array.isArray(answer?.entries) ? answer.entries : [];
+  const rows = entries.map((e) => ({
+    time: formatClock(e.at),
+    title: e.title || e.endpoint,
+    endpoint: e.endpoint,
+    requestId: e.request_id || "",
+    state: e.cached ? "cached (no charge)" : "billed",
+    usd: e.cached ? "$0" : formatUsd(e.estimated_usd),
+  }));
+  const billed = answer?.billed ?? entries.filter((e) => !e.cached).length;
+  const cached = answer?.cached ?? entries.filter((e) => e.cached).length;
+  const totalLine = entries.length
+    ? `≈ ${formatUsd(answer?.total ?? 0)} this session · ${plural(billed, "billed call")}, ${cached} from cache`
+    : "No fal calls in this session yet.";
+  return { rows, totalLine };
+}
+
+/** One sentence on where the prices come from, for the spend view and the settings page. */
+export function priceSourceLine(answer) {
+  if (!answer) return "Prices not loaded yet.";
+  const sources = new Set(Object.values(answer.prices ?? {}).map((p) => p.source));
+  if (sources.size && [...sources].every((s) => s === "fal")) {
+    return answer.fresh ? "Prices from fal's price list (checked within a day)." :
+      "Prices from fal's price list, more than a day old; refreshing.";
+  }
+  const when = answer.fallback_date ? ` of ${answer.fallback_date}` : "";
+  return `Prices from the table shipped with the pack${when} (estimates)` +
+    (answer.refreshing ? "; asking fal for current ones." : "; fal's price list was not reached or no key is set.");
+}

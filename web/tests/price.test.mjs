@@ -1,0 +1,139 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  estimateRun, formatClock, formatLastRun, formatPriceBadge, formatUsd, lastRunFromOutput,
+  priceSourceLine, spendView,
+} from "../lib/price.js";
+
+const falImage = { unitPrice: 0.04, unit: "image", source: "fal" };
+
+test("dollars", () => {
+  assert.equal(formatUsd(0.08), "$0.08");
+  assert.equal(formatUsd(0.025), "$0.025");
+  assert.equal(formatUsd(0.002), "$0.002");
+  assert.equal(formatUsd(0.0005), "$0.0005");
+  assert.equal(formatUsd(0.1), "$0.10");
+  assert.equal(formatUsd(1.5), "$1.50");
+  assert.equal(formatUsd(0), "$0");
+  assert.equal(formatUsd(undefined), "$0");
+  assert.equal(formatUsd(0.04 * 3), "$0.12");
+});
+
+test("per image, from fal: exact", () => {
+  const badge = formatPriceBadge(falImage, { images: 1, numImages: 1 });
+  assert.deepEqual([badge.text, badge.estimate], ["≈ $0.04 · 1 image × $0.04", false]);
+  assert.equal(formatPriceBadge(falImage, { images: 2 }).text, "≈ $0.08 · 2 images × $0.04");
+  // The route's own field names work too.
+  assert.equal(formatPriceBadge({ unit_price: 0.05, unit: "image", source: "fal" }).text,
+    "≈ $0.05 · 1 image × $0.05");
+});
+
+test("num_images multiplies the images fal makes per request", () => {
+  assert.equal(formatPriceBadge(falImage, { images: 1, numImages: 3 }).text, "≈ $0.12 · 3 images × $0.04");
+  assert.equal(formatPriceBadge(falImage, { images: 2, numImages: 4 }).text, "≈ $0.32 · 8 images × $0.04");
+  // Nonsense widget values count as 1.
+  assert.equal(formatPriceBadge(falImage, { images: 0, numImages: "x" }).text, "≈ $0.04 · 1 image × $0.04");
+});
+
+test("per megapixel is an estimate; 1 MP per image until the node ran", () => {
+  const flux = { unitPrice: 0.03, unit: "megapixel", source: "fal" };
+  const before = formatPriceBadge(flux, { images: 1, numImages: 2 });
+  assert.equal(before.text, "≈ $0.06 · 2 MP × $0.03/MP · estimate");
+  assert.equal(before.estimate, true);
+  assert.match(before.title, /1 MP per image assumed/);
+  const after = formatPriceBadge(flux, { images: 2, numImages: 1, megapixels: 1.5 });
+  assert.equal(after.text, "≈ $0.09 · 3 MP × $0.03/MP · estimate");
+  assert.match(after.title, /last run/);
+});
+
+test("the shipped fallback table is an estimate", () => {
+  const badge = formatPriceBadge({ unitPrice: 0.04, unit: "image", source: "fallback" }, { images: 1 });
+  assert.equal(badge.text, "≈ $0.04 · 1 image × $0.04 · estimate");
+  assert.equal(badge.estimate, true);
+  assert.match(badge.title, /shipped with the pack/);
+  assert.equal(formatPriceBadge({ unitPrice: 0.001, unit: "image", source: "fallback" }).text,
+    "≈ $0.001 · 1 image × $0.001 · estimate");
+});
+
+test("unknown price or unit", () => {
+  assert.deepEqual(formatPriceBadge(null), {
+    text: "price unknown", estimate: true, title: "fal's price list has no price for this endpoint." });
+  assert.equal(formatPriceBadge(undefined, { images: 3 }).text, "price unknown");
+  assert.equal(formatPriceBadge({ unitPrice: "n/a", unit: "image", source: "fal" }).text, "price unknown");
+  const perSecond = formatPriceBadge({ unitPrice: 0.01, unit: "second", source: "fal" }, { images: 2 });
+  assert.equal(perSecond.text, "$0.01/second · estimate");
+  assert.equal(perSecond.estimate, true);
+  assert.equal(estimateRun({ unitPrice: 0.01, unit: "second", source: "fal" }).total, null);
+});
+
+test("Kontext multi: all images are one request", () => {
+  const kontext = { unitPrice: 0.08, unit: "image", source: "fal" };
+  assert.equal(formatPriceBadge(kontext, { images: 4, multi: true, numImages: 1 }).text,
+    "≈ $0.08 · 1 image × $0.08");
+  assert.equal(formatPriceBadge(kontext, { images: 3, multi: true, numImages: 2 }).text,
+    "≈ $0.16 · 2 images × $0.08");
+});
+
+test("cached requests cost nothing", () => {
+  assert.equal(estimateRun(falImage, { images: 3, cached: 2 }).total, 0.04);
+  assert.equal(formatPriceBadge(falImage, { images: 2, cached: 2 }).text, "≈ $0 · 0 images × $0.04");
+});
+
+test("the last run, from the node's executed data", () => {
+  // With the runtime's explicit fields.
+  assert.deepEqual(lastRunFromOutput({ fal_items: [3], fal_cost: [0.12], fal_cached: [1], fal_megapixels: [0.25] }),
+    { items: 3, cached: 1, cost: 0.12, megapixels: 0.25 });
+  // From the status line and request ids alone.
+  assert.deepEqual(lastRunFromOutput({
+    fal_request_ids: ["a", "b"], fal_status: ["done in 4.1s · 2 image(s) · ≈ $0.080 · 2 image × $0.04\nnote"] }),
+  { items: 2, cached: 0, cost: 0.08, megapixels: null });
+  assert.deepEqual(lastRunFromOutput({
+    fal_request_ids: ["", ""], fal_status: ["done in 0.1s · 2 image(s) · 2 of 2 from cache (no charge)"] }),
+  { items: 2, cached: 2, cost: 0, megapixels: null });
+  assert.deepEqual(lastRunFromOutput({
+    fal_request_ids: ["a", ""], fal_status: ["done in 1.0s · 2 image(s) · ≈ $0.030 (estimate) · 1 MP × $0.03 · 1 of 2 from cache (no charge)"] }),
+  { items: 2, cached: 1, cost: 0.03, megapixels: 1 });
+  // Per megapixel: the input size comes back from the status line and num_images.
+  assert.deepEqual(lastRunFromOutput({
+    fal_request_ids: ["a"], fal_status: ["done in 1.6s · 2 image(s) · ≈ $0.024 (estimate) · 0.7864 MP × $0.03"] },
+  { numImages: 2 }), { items: 1, cached: 0, cost: 0.024, megapixels: 0.3932 });
+  assert.equal(lastRunFromOutput({ fal_request_ids: ["a"], fal_status: ["done"] }).cost, null);
+  assert.equal(lastRunFromOutput({ images: [] }), null);
+  assert.equal(lastRunFromOutput(undefined), null);
+});
+
+test("the last run's badge", () => {
+  assert.equal(formatLastRun({ items: 2, cached: 0, cost: 0.08 }), "last run $0.08");
+  assert.equal(formatLastRun({ items: 2, cached: 2, cost: 0 }), "last run $0 · 2 of 2 cached");
+  assert.equal(formatLastRun({ items: 1, cached: 0, cost: null }), "last run cost unknown");
+  assert.equal(formatLastRun(null), "");
+});
+
+test("the spend view", () => {
+  const at = new Date(2026, 0, 2, 14, 3, 22).getTime() / 1000;
+  assert.equal(formatClock(at), "14:03:22");
+  const view = spendView({
+    entries: [
+      { endpoint: "fal-ai/image-editing/color-correction", title: "fal Color Correction",
+        request_id: "req-1", cached: false, estimated_usd: 0.05, at },
+      { endpoint: "fal-ai/image-editing/color-correction", title: "fal Color Correction",
+        request_id: "req-1", cached: true, estimated_usd: 0, at },
+    ],
+    total: 0.05, billed: 1, cached: 1,
+  });
+  assert.deepEqual(view.rows[0], { time: "14:03:22", title: "fal Color Correction",
+    endpoint: "fal-ai/image-editing/color-correction", requestId: "req-1", state: "billed", usd: "$0.05" });
+  assert.equal(view.rows[1].state, "cached (no charge)");
+  assert.equal(view.rows[1].usd, "$0");
+  assert.equal(view.totalLine, "≈ $0.05 this session · 1 billed call, 1 from cache");
+  assert.deepEqual(spendView({ entries: [], total: 0 }), { rows: [], totalLine: "No fal calls in this session yet." });
+  assert.deepEqual(spendView(null).rows, []);
+});
+
+test("where prices come from", () => {
+  const fal = { prices: { a: { source: "fal" } }, fresh: true, fallback_date: "2026-11-26" };
+  assert.equal(priceSourceLine(fal), "Prices from fal's price list (checked within a day).");
+  const shipped = { prices: { a: { source: "fallback" } }, fresh: false, fallback_date: "2026-11-26", refreshing: true };
+  assert.match(priceSourceLine(shipped), /shipped with the pack of 2026-11-26 \(estimates\); asking fal/);
+  assert.equal(priceSourceLine(null), "Prices not loaded yet.");
+});
