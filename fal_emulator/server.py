@@ -90,6 +90,11 @@ class FileStore:
         with self._lock:
             return self._files.get(file_id)
 
+    def forget_all(self) -> None:
+        """Every stored file expires at once (what a restarted CDN looks like)."""
+        with self._lock:
+            self._files.clear()
+
     @staticmethod
     def url(base: str, file_id: str, name: str) -> str:
         return f"{base}files/{file_id}/{name}"

@@ -179,6 +179,10 @@ class DiskStore:
             "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?)",
             (server, digest, url, time.time() + UPLOAD_TTL_S)))
 
+    def forget_upload(self, server: str, digest: str) -> None:
+        self._guard("write", lambda db: db.execute(
+            "DELETE FROM uploads WHERE server = ? AND digest = ?", (server, digest)))
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -235,6 +239,13 @@ class Caches:
         disk = self.disk()
         if disk is not None:
             disk.put_upload(server, digest, url)
+
+    def forget_upload(self, server: str, digest: str) -> None:
+        with self._lock:
+            self._uploads.pop((server, digest), None)
+        disk = self.disk()
+        if disk is not None:
+            disk.forget_upload(server, digest)
 
     # results --------------------------------------------------------------
     def result(self, key: str) -> ItemResult | None:

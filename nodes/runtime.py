@@ -255,6 +255,7 @@ class Run:
         import httpx
 
         point_fal_client_at(self.settings.resolved_base_url())
+        _quiet_httpx()
         client = fal_client.AsyncClient(key=self.key)
         # Stale prices are refreshed alongside the work, never in front of it.
         pricing = None if prices.fresh() else asyncio.create_task(
@@ -342,14 +343,7 @@ class Run:
     async def _call_for(self, item: WorkItem) -> None:
         try:
             async with self.gate:
-                item.state = "uploading"
-                urls = await asyncio.gather(*(self._url_for(img) for img in item.images))
-                payload = dict(item.payload)
-                if self.endpoint.multi_image_sockets:
-                    payload[self.endpoint.image_field] = list(urls)
-                else:
-                    payload[self.endpoint.image_field] = urls[0]
-                result_json = await self._queue(item, payload)
+                result_json = await self._submit_with_fresh_urls(item)
                 item.state = "downloading"
                 item.result = await self._collect(item, result_json)
                 await asyncio.to_thread(caches.remember_result, item.key,
@@ -368,25 +362,57 @@ class Run:
         return estimate(self.endpoint.endpoint_id, [(int(item.payload.get("num_images", 1)), mp)],
                         self.cost.price).total
 
-    async def _url_for(self, image: imaging.PreparedImage) -> str:
+    async def _submit_with_fresh_urls(self, item: WorkItem) -> dict[str, Any]:
+        """Upload (or reuse) the item's images and run it on fal.
+
+        A remembered URL can be dead (fal expired the file early, or the base URL now
+        points elsewhere); fal then answers 422 for the image field. Forget those
+        URLs, upload again and retry once, rather than fail until the memory expires.
+        """
+        import fal_client
+
+        for attempt in (1, 2):
+            item.state = "uploading"
+            found = await asyncio.gather(*(self._url_for(img) for img in item.images))
+            urls = [url for url, _ in found]
+            payload = dict(item.payload)
+            payload[self.endpoint.image_field] = urls if self.endpoint.multi_image_sockets \
+                else urls[0]
+            try:
+                return await self._queue(item, payload)
+            except fal_client.FalClientHTTPError as exc:
+                reused = [img for img, (_, remembered) in zip(item.images, found) if remembered]
+                if attempt == 2 or exc.status_code != 422 or not reused or \
+                        self.endpoint.image_field not in str(exc.message):
+                    raise
+                log.info("%s: fal could not read a remembered upload URL; uploading again",
+                         self.name)
+                for img in reused:
+                    caches.forget_upload(self.server, img.digest)
+                item.handle = item.request_id = None
+        raise AssertionError("unreachable")
+
+    async def _url_for(self, image: imaging.PreparedImage) -> tuple[str, bool]:
+        """(URL fal can read, whether it was remembered from an earlier run)."""
         url = caches.upload_url(self.server, image.digest)
         if url is not None:
-            return url
+            return url, True
         task = self.uploads.get(image.digest)
         if task is None:
             self.uploads_started += 1
             task = asyncio.create_task(self._upload(image))
             self.uploads[image.digest] = task
-        return await asyncio.shield(task)
+        return await asyncio.shield(task), False
 
     async def _upload(self, image: imaging.PreparedImage) -> str:
+        digest = image.digest   # encode() may shrink the pixels; remember the input's identity
         fmt = self.settings.upload_format
         data, mime = await asyncio.to_thread(imaging.encode, image, fmt,
                                              self.endpoint.limits.max_bytes)
         name = f"comfyui-{image.digest[:12]}.{'jpg' if fmt == 'jpeg' else 'png'}"
         url = await self.client.upload(data, mime, file_name=name)
         self.uploads_done += 1
-        caches.remember_upload(self.server, image.digest, url)
+        caches.remember_upload(self.server, digest, url)
         return url
 
     async def _queue(self, item: WorkItem, payload: dict[str, Any]) -> dict[str, Any]:
@@ -543,6 +569,14 @@ class Run:
 
 class _InterruptRequested(Exception):
     pass
+
+
+def _quiet_httpx() -> None:
+    """httpx logs every request at INFO: one console line per status poll. Unless the
+    user configured that logger, keep only its warnings."""
+    httpx_log = logging.getLogger("httpx")
+    if httpx_log.level == logging.NOTSET:
+        httpx_log.setLevel(logging.WARNING)
 
 
 def _stack(frames: list[np.ndarray]) -> torch.Tensor:

@@ -46,6 +46,17 @@ def test_upload_cache_survives_a_restart(fal):
     assert fal.state.count("upload") == 1 and fal.state.count("submit") == 2
 
 
+def test_a_dead_remembered_upload_url_is_uploaded_again_once(fal):
+    image = sample_image(64, 48, seed=31)
+    run_node("FalSharpen", image=image)
+    fal.server.files.forget_all()            # fal no longer has the uploaded file
+    images, _, _ = run_node("FalSharpen", image=image, sharpen_radius=2)
+    assert images.shape[0] == 1
+    assert fal.state.count("upload") == 2 and fal.state.count("submit") == 3
+    run_node("FalSharpen", image=image, sharpen_radius=3)   # the new URL is remembered
+    assert fal.state.count("upload") == 2
+
+
 def test_refresh_calls_fal_once_and_overwrites(fal):
     image = sample_image(64, 48, seed=23)
     run_node("FalColorCorrection", image=image)
