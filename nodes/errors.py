@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 
@@ -40,7 +41,12 @@ def _detail_sentence(detail: Any) -> str:
 
 
 def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
+    text = str(text)
+    if re.search(r"<(html|body|head)\b", text, re.IGNORECASE):   # a proxy's error page
+        title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        text = title.group(1) if title else "an HTML error page"
+    # fal's messages may hold several sentences; keep ours one sentence.
+    text = re.sub(r"[.!]+\s+(?=\S)", "; ", " ".join(text.split())).rstrip(".! ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

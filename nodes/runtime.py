@@ -38,6 +38,7 @@ WATCH_S = 0.25                             # interrupt flag and status cadence
 STATUS_EVERY_S = 1.0
 CANCEL_GRACE_S = 5.0
 DOWNLOAD_ATTEMPTS = 4
+RESULT_ATTEMPTS = 3
 
 
 @dataclass
@@ -125,11 +126,6 @@ def plan_items(endpoint: Endpoint, payload: dict[str, Any], image_inputs: list[A
         if settings.inline_results and endpoint.supports_sync_mode:
             item_payload["sync_mode"] = True
         items.append(WorkItem(index, images, item_payload))
-    for item in items:
-        for img in item.images:
-            if img.downscaled_from:
-                notes.append(f"input {img.downscaled_from[0]}x{img.downscaled_from[1]} downscaled "
-                             f"to {img.size[0]}x{img.size[1]} to fit the endpoint's limits")
     return items, notes
 
 
@@ -278,6 +274,7 @@ class Run:
             finally:
                 for task in self.uploads.values():
                     task.cancel()
+                await asyncio.gather(*self.uploads.values(), return_exceptions=True)
                 if pricing is not None:
                     await asyncio.wait([pricing], timeout=1.0)
                     pricing.cancel()
@@ -313,7 +310,7 @@ class Run:
     async def _close_fal_client(client: Any) -> None:
         # fal-client caches its httpx client on the instance; close it with this loop.
         cached = client.__dict__.get("_client")
-        http = getattr(cached, "_value", None) if cached is not None else None
+        http = getattr(cached, "value", None) if cached is not None else None
         for candidate in (http, cached):
             if hasattr(candidate, "aclose"):
                 try:
@@ -343,19 +340,28 @@ class Run:
     async def _call_for(self, item: WorkItem) -> None:
         try:
             async with self.gate:
-                result_json = await self._submit_with_fresh_urls(item)
-                item.state = "downloading"
-                item.result = await self._collect(item, result_json)
-                await asyncio.to_thread(caches.remember_result, item.key,
-                                        self.endpoint.endpoint_id, item.result, item.blobs)
-                item.blobs = None
-                ledger.add(LedgerEntry(self.endpoint.endpoint_id, item.request_id or "", False,
-                                       self._item_cost(item), self.prompt_id))
-                item.state, item.finished = "done", True
+                try:
+                    await asyncio.wait_for(self._steps(item), self.settings.timeout_s)
+                except asyncio.TimeoutError:
+                    raise ItemFailed(f"did not finish within {self.settings.timeout_s:g}s and "
+                                     f"was cancelled; raise the timeout in fal Settings") from None
         except Exception as exc:  # recorded and reported together with the other items
             if item.handle is not None and item.result is None:
                 await self._cancel_in_flight([item])   # don't leave a job running unseen
             item.error, item.state, item.finished = exc, "failed", True
+
+    async def _steps(self, item: WorkItem) -> None:
+        """Upload, queue, wait, download: one item, under one deadline (a stalled
+        answer must not outlive timeout_s)."""
+        result_json = await self._submit_with_fresh_urls(item)
+        item.state = "downloading"
+        item.result = await self._collect(item, result_json)
+        await asyncio.to_thread(caches.remember_result, item.key,
+                                self.endpoint.endpoint_id, item.result, item.blobs)
+        item.blobs = None
+        ledger.add(LedgerEntry(self.endpoint.endpoint_id, item.request_id or "", False,
+                               self._item_cost(item), self.prompt_id))
+        item.state, item.finished = "done", True
 
     def _item_cost(self, item: WorkItem) -> float:
         mp = item.images[0].size[0] * item.images[0].size[1] / 1e6
@@ -436,7 +442,7 @@ class Run:
         deadline = submitted + self.settings.timeout_s
         interval = POLL_FIRST_S
         while True:
-            status = await item.handle.status(with_logs=True)
+            status = await _again_on_5xx(lambda: item.handle.status(with_logs=True))
             if isinstance(status, fal_client.Queued):
                 item.state, item.detail = "queued", f"position {status.position + 1}"
             elif isinstance(status, fal_client.InProgress):
@@ -456,7 +462,7 @@ class Run:
             if time.monotonic() - submitted > POLL_FAST_FOR_S:
                 interval = min(POLL_MAX_S, interval * 1.25)
         item.detail = ""
-        return await item.handle.get()
+        return await _again_on_5xx(item.handle.get)
 
     async def _collect(self, item: WorkItem, result: dict[str, Any]) -> ItemResult:
         files = result.get(self.endpoint.output_field)
@@ -468,7 +474,11 @@ class Run:
                              "prompt or settings")
         urls = [f["url"] for f in files]
         blobs = await asyncio.gather(*(self._download(u) for u in urls))
-        frames = await asyncio.gather(*(asyncio.to_thread(imaging.decode, b) for b in blobs))
+        try:
+            frames = await asyncio.gather(*(asyncio.to_thread(imaging.decode, b) for b in blobs))
+        except (OSError, ValueError):   # PIL.UnidentifiedImageError is an OSError
+            raise ItemFailed("fal sent a result file that is not a readable image; run the node "
+                             "again") from None
         flags = result.get(self.endpoint.nsfw_field) if self.endpoint.nsfw_field else None
         flagged = [bool(flags[i]) if isinstance(flags, list) and i < len(flags) else False
                    for i in range(len(frames))]
@@ -507,6 +517,12 @@ class Run:
     # the node's answer ----------------------------------------------------
     def _assemble(self, notes: list[str]) -> RunOutcome:
         total = len(self.items)
+        for item in self.items:   # after encoding: max_bytes may have shrunk an image too
+            for img in item.images:
+                if img.downscaled_from:
+                    notes.append(f"input {img.downscaled_from[0]}x{img.downscaled_from[1]} "
+                                 f"downscaled to {img.size[0]}x{img.size[1]} to fit the "
+                                 f"endpoint's limits")
         failed = [i for i in self.items if i.error is not None or i.result is None]
         if failed:
             first = failed[0]
@@ -565,6 +581,24 @@ class Run:
         status = "\n".join([summary] + notes)
         request_ids = [i.result.request_id or "" for i in self.items if i.result]
         return RunOutcome(tensor, seed, urls, request_ids, notes, status)
+
+
+async def _again_on_5xx(call, attempts: int = RESULT_ATTEMPTS) -> Any:
+    """A status poll or result GET changes nothing on fal: a 5xx or an unreadable answer is
+    retried (fal-client retries only 429 and nginx 502-504), so a made result is not lost."""
+    import fal_client
+
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except (fal_client.FalClientHTTPError, ValueError) as exc:
+            transient = not isinstance(exc, fal_client.FalClientHTTPError) or \
+                exc.status_code >= 500
+            if not transient or attempt == attempts:
+                raise
+        await asyncio.sleep(delay)
+        delay *= 2
 
 
 class _InterruptRequested(Exception):

@@ -94,7 +94,7 @@ class Field:
             if value in self.derived_choices:
                 return True, value  # resolved per item by the runtime
             if value not in self.choices:
-                shown = ", ".join(self.choices[:8]) + (", ..." if len(self.choices) > 8 else "")
+                shown = ", ".join(self.choices[:8]) + (", …" if len(self.choices) > 8 else "")
                 raise InputProblem(
                     f"`{self.name}` is '{value}', which fal does not accept; pick one of: {shown}")
             return True, (float(value) if "." in value else int(value)) if self.numeric_enum else value
