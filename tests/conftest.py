@@ -58,6 +58,15 @@ def fal(emulator_server, monkeypatch, tmp_path):
 
 
 @pytest.fixture
+def emulator(emulator_server, monkeypatch):
+    """A clean emulator with the pack pointed at it (for tests that bring their own key)."""
+    emulator_server.reset()
+    monkeypatch.setenv("COMFYUI_FAL_BASE_URL", emulator_server.base_url)
+    yield emulator_server
+    emulator_server.reset()
+
+
+@pytest.fixture
 def statuses():
     """Every status text the runtime shows, in order."""
     seen: list[str] = []

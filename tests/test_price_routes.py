@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 import types
 
@@ -44,11 +43,9 @@ def clean(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def emulator(emulator_server, clean, monkeypatch):
-    emulator_server.reset()
-    monkeypatch.setenv("COMFYUI_FAL_BASE_URL", emulator_server.base_url)
-    yield emulator_server
-    emulator_server.reset()
+def emulator(clean, emulator):
+    """conftest's emulator, after `clean` (which points the pack at a closed port)."""
+    return emulator
 
 
 @pytest_asyncio.fixture
@@ -58,22 +55,9 @@ async def client(clean):
 
 
 @pytest.fixture
-def seen():
+def seen(capture_logs):
     """Every response body and every log line."""
-    records: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            records.append(self.format(record))
-
-    handler = Collect(level=logging.DEBUG)
-    root = logging.getLogger()
-    old = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield records
-    root.removeHandler(handler)
-    root.setLevel(old)
+    return capture_logs   # the routes' tests add response bodies to it
 
 
 async def get(client, seen, path, **headers):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import stat
@@ -27,14 +26,6 @@ def key_file(tmp_path, monkeypatch):
     return path
 
 
-@pytest.fixture
-def emulator(emulator_server, monkeypatch):
-    emulator_server.reset()
-    monkeypatch.setenv("COMFYUI_FAL_BASE_URL", emulator_server.base_url)
-    yield emulator_server
-    emulator_server.reset()
-
-
 @pytest_asyncio.fixture
 async def client(key_file):
     async with TestClient(TestServer(routes.make_app())) as c:
@@ -42,22 +33,9 @@ async def client(key_file):
 
 
 @pytest.fixture
-def seen():
+def seen(capture_logs):
     """Every response body and every log line, to scan for keys."""
-    records: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            records.append(self.format(record))
-
-    handler = Collect(level=logging.DEBUG)
-    root = logging.getLogger()
-    old = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield records
-    root.removeHandler(handler)
-    root.setLevel(old)
+    return capture_logs   # the routes' tests add response bodies to it
 
 
 async def call(client, seen, method, path, body=None, **headers):
