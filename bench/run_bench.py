@@ -2,8 +2,10 @@
 """Performance benchmark of the fal node pack against the local fal emulator (issue #7).
 
 Not part of the test suite. Run it with `make bench` (or `.venv/bin/python
-bench/run_bench.py`). It starts the emulator on a thread of this process with
-injected latency, measures what the node adds on top of raw fal-client calls,
+bench/run_bench.py`). It starts the emulator in its own process (so that its
+image work, which real fal does on its own servers, does not compete with the
+node for this process's GIL), controls it over HTTP with injected latency,
+measures what the node adds on top of raw fal-client calls,
 batch concurrency, upload reuse, interrupt latency, import time, encode/decode
 cost and peak memory, prints a table, and prints as its LAST line one JSON
 object with the headline figures.
@@ -12,6 +14,8 @@ object with the headline figures.
     --quick      fewer repetitions, smaller memory test (a smoke run, ~1 min)
     --only A,B   run only some sections: overhead, batch, reuse, interrupt,
                  import, codec, memory
+    --emulator thread   run the emulator on a thread of this process instead
+                 (the old setup; for comparison only: it inflates the ratios)
 
 Absolute times are noisy on a small machine; the ratios are what matter.
 """
@@ -81,6 +85,52 @@ def photo_like(width: int, height: int, batch: int = 1, seed: int = 0):
     return out
 
 
+# -- emulator ---------------------------------------------------------------------
+
+class ThreadEmulator:
+    """The in-thread FalEmulator behind EmulatorProcess's interface
+    (--emulator thread; shares this process's GIL, so only for comparison)."""
+
+    where = "thread of the bench process (shares its GIL)"
+
+    def start(self) -> "ThreadEmulator":
+        from fal_emulator import FalEmulator
+
+        self.emu = FalEmulator().start()
+        self.state, self.base_url, self.pid = self.emu.state, self.emu.base_url, os.getpid()
+        return self
+
+    def stop(self) -> None:
+        self.emu.stop()
+
+    def configure(self, **knobs) -> None:
+        self.state.configure(**knobs)
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    def log(self, since: int = 0) -> list:
+        with self.state._lock:
+            return list(self.state.log[since:])
+
+    def log_length(self) -> int:
+        with self.state._lock:
+            return len(self.state.log)
+
+    def cpu_seconds(self) -> float | None:
+        return None                           # not separable from the node's
+
+
+def make_emulator(kind: str):
+    if kind == "thread":
+        return ThreadEmulator().start()
+    from fal_emulator.process import EmulatorProcess
+
+    emu = EmulatorProcess().start()
+    emu.where = f"own process (pid {emu.pid}), controlled over HTTP"
+    return emu
+
+
 # -- harness ------------------------------------------------------------------
 
 class Bench:
@@ -96,8 +146,6 @@ class Bench:
 
     # setup ------------------------------------------------------------------
     def start(self) -> None:
-        from fal_emulator import FalEmulator
-
         self.pack = load_pack()
         from comfyui_fal_edit.nodes import imaging, runtime
         from comfyui_fal_edit.nodes.caches import caches
@@ -108,15 +156,26 @@ class Bench:
         self.imaging, self.runtime, self.caches = imaging, runtime, caches
         self.BY_NODE, self.host, self.Interrupted = BY_NODE, host, Interrupted
         self.FalSettings = FalSettings
-        self.emu = FalEmulator().start()
-        self.state = self.emu.state
+        self.emu = make_emulator(self.args.emulator)
+        self.emu_cpu0 = self.emu.cpu_seconds()
+        self.row("emulator", "where the fal emulator ran", self.emu.where)
         os.environ["COMFYUI_FAL_BASE_URL"] = self.emu.base_url
         os.environ["FAL_KEY"] = BENCH_KEY
         os.environ.setdefault("COMFYUI_FAL_KEYS_FILE", "/nonexistent/keys.json")
         self.host.interrupt_requested = False
 
     def stop(self) -> None:
+        cpu = self.emu.cpu_seconds()
+        if cpu is not None:
+            self.row("emulator", "emulator CPU used (s; fal's side of the work, not the node's)",
+                     f"{cpu - self.emu_cpu0:.1f}")
         self.emu.stop()
+
+    def fresh_emulator(self, **knobs) -> None:
+        """Clear the emulator's log and knobs, then set `knobs`."""
+        self.emu.reset()
+        if knobs:
+            self.emu.configure(**knobs)
 
     def node(self, name: str = ENDPOINT_NODE):
         return self.pack.NODE_CLASS_MAPPINGS[name]()
@@ -127,22 +186,25 @@ class Bench:
         return outputs(asyncio.run(getattr(inst, inst.FUNCTION)(image=image, **values)))
 
     def log_mark(self) -> int:
-        return len(self.state.log)
+        return self.emu.log_length()
 
-    def since(self, mark: int, kind: str):
-        with self.state._lock:
-            return [e for e in self.state.log[mark:] if e["kind"] == kind]
+    def since(self, mark: int, kind: str, entries: list | None = None):
+        """Log entries of `kind` from index `mark` on (fetched unless given)."""
+        if entries is None:
+            entries = self.emu.log(mark)
+        return [e for e in entries if e["kind"] == kind]
 
-    def detect_lag(self, mark: int) -> list[float]:
-        """Per request since `mark`: seconds from the job finishing on fal's side to
+    def detect_lag(self, entries: list) -> list[float]:
+        """Per request in `entries`: seconds from the job finishing on fal's side to
         the client fetching its result (how late completion was noticed)."""
         lags = []
-        results = self.since(mark, "result")
-        for sub in self.since(mark, "submit"):
-            job = self.emu.server.jobs.get(sub["request_id"])
-            fetched = [e["t"] for e in results if e.get("request_id") == sub["request_id"]]
-            if job is not None and job.finished and fetched:
-                lags.append(min(fetched) - job.finished)
+        finished = {e["request_id"]: e["t"] for e in self.since(0, "finished", entries)}
+        results = self.since(0, "result", entries)
+        for sub in self.since(0, "submit", entries):
+            rid = sub["request_id"]
+            fetched = [e["t"] for e in results if e.get("request_id") == rid]
+            if rid in finished and fetched:
+                lags.append(min(fetched) - finished[rid])
         return lags
 
     # raw fal-client, by hand -------------------------------------------------
@@ -169,14 +231,13 @@ class Bench:
             response.raise_for_status()
         with Image.open(io.BytesIO(response.content)) as img:
             arr = np.asarray(img.convert("RGB"))
-        await self.runtime.Run._close_fal_client(client)
+        from comfyui_fal_edit.nodes.fal_transport import close_fal_client
+        await close_fal_client(client)
         return torch.from_numpy(arr).unsqueeze(0).to(torch.float32).div_(255.0)
 
     # sections -----------------------------------------------------------------
     def overhead(self) -> None:
-        st = self.state
-        st.reset()
-        st.latency_s = LATENCY_S
+        self.fresh_emulator(latency_s=LATENCY_S)
         self.endpoint = self.BY_NODE[ENDPOINT_NODE]
         self.raw_payload = self.runtime.build_payload(self.endpoint, {})
         image = photo_like(1024, 1024)
@@ -199,9 +260,10 @@ class Bench:
                     out = asyncio.run(self.raw_once(image))
                 dt = time.perf_counter() - t0
                 assert out.shape == (1, 1024, 1024, 3), out.shape
-                ups = len(self.since(mark, "upload"))
+                entries = self.emu.log(mark)
+                ups = len(self.since(mark, "upload", entries))
                 (node_t if which == "node" else raw_t).append(dt)
-                (node_lag if which == "node" else raw_lag).extend(self.detect_lag(mark))
+                (node_lag if which == "node" else raw_lag).extend(self.detect_lag(entries))
                 if which == "node":
                     up_node += ups
                 else:
@@ -222,10 +284,7 @@ class Bench:
         self.out["overhead_raw_s"] = round(med(raw_t), 3)
 
     def batch(self) -> None:
-        st = self.state
-        st.reset()
-        st.latency_s = LATENCY_S
-        st.max_concurrency = None
+        self.fresh_emulator(latency_s=LATENCY_S, max_concurrency=None)
         reps = max(3, self.n - 2)
         frames = photo_like(1024, 1024, batch=8, seed=1)
         single = frames[:1].clone()
@@ -233,6 +292,7 @@ class Bench:
         s4 = self.FalSettings(cache="off")          # the default concurrency, 4
         times = {"b1": [], "b8c8": [], "b8c4": []}
         peak_live = {}
+        at_fal = {"b1": [], "b8c8": [], "b8c4": []}   # submit -> finished, per request
         for i in range(reps):
             for label, img, settings in (("b1", single, s8), ("b8c8", frames, s8),
                                          ("b8c4", frames, s4)):
@@ -242,11 +302,16 @@ class Bench:
                 out = self.run_node(img, settings=settings, seed=i)[0]
                 times[label].append(time.perf_counter() - t0)
                 assert out.shape[0] == img.shape[0]
-                subs = self.since(mark, "submit")
+                entries = self.emu.log(mark)
+                subs = self.since(mark, "submit", entries)
+                ids = {s["request_id"] for s in subs}
+                fin = {e["request_id"]: e["t"] for e in self.since(mark, "finished", entries)
+                       if e["request_id"] in ids}
+                ends = list(fin.values())
+                at_fal[label] += [fin[s["request_id"]] - s["t"] for s in subs
+                                  if s["request_id"] in fin]
                 # how many requests were at fal at once
-                jobs = [self.emu.server.jobs[s["request_id"]] for s in subs]
-                edges = sorted([(s["t"], 1) for s in subs] +
-                               [(j.finished, -1) for j in jobs if j.finished])
+                edges = sorted([(s["t"], 1) for s in subs] + [(t, -1) for t in ends])
                 live = best = 0
                 for _, d in edges:
                     live += d
@@ -260,6 +325,8 @@ class Bench:
                  f"{med(times['b8c8']):.3f}  (peak {peak_live['b8c8']} at fal)")
         self.row("batch", "batch of 8, default concurrency=4 (median s)",
                  f"{med(times['b8c4']):.3f}  (peak {peak_live['b8c4']} at fal)")
+        self.row("batch", "time at fal per request, submit -> finished (median s): 1 / 8c8 / 8c4",
+                 " / ".join(f"{med(at_fal[k]):.3f}" for k in ("b1", "b8c8", "b8c4")))
         self.row("batch", "batch8_over_single, concurrency=8 (goal <= 1.3; JSON)", f"{r8:.3f}")
         self.row("batch", "batch8_over_single, default concurrency=4", f"{r4:.3f}")
         self.out["batch8_over_single"] = round(r8, 3)
@@ -268,9 +335,7 @@ class Bench:
         self.batch_reps = reps
 
     def reuse(self) -> None:
-        st = self.state
-        st.reset()
-        st.latency_s = 0.05
+        self.fresh_emulator(latency_s=0.05)
         self.caches.clear()
         image = photo_like(512, 512, seed=7)
         use = self.FalSettings()
@@ -279,7 +344,9 @@ class Bench:
         def counted(fn):
             mark = self.log_mark()
             result = fn()
-            return result, len(self.since(mark, "upload")), len(self.since(mark, "submit"))
+            entries = self.emu.log(mark)
+            return (result, len(self.since(mark, "upload", entries)),
+                    len(self.since(mark, "submit", entries)))
 
         _, first_up, _ = counted(lambda: self.run_node(image, settings=use, seed=3))
         _, same_up, same_sub = counted(lambda: self.run_node(image, settings=use, seed=3))
@@ -302,9 +369,7 @@ class Bench:
         self.out["chain_uploads"] = chain_up
 
     def interrupt(self) -> None:
-        st = self.state
-        st.reset()
-        st.latency_s = 20.0                       # never finishes on its own
+        self.fresh_emulator(latency_s=20.0)       # never finishes on its own
         image = photo_like(256, 256, batch=2, seed=9)
         reps = self.n + 1
         WATCH = getattr(self.runtime, "WATCH_S", 0.25)
@@ -313,13 +378,14 @@ class Bench:
 
         async def one(mode: str, phase: float):
             inst = self.node()
-            mark = self.log_mark()
+            mark = await asyncio.to_thread(self.log_mark)
             task = asyncio.create_task(inst.run(image=image, settings=self.FalSettings(
                 cache="off")))
-            while len([e for e in self.since(mark, "submit")]) < 2:
+            # poll off the loop: a blocking HTTP call here would stall the node
+            while len(await asyncio.to_thread(self.since, mark, "submit")) < 2:
                 if task.done():
                     raise RuntimeError(f"node ended early: {task.exception()!r}")
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.01)
             await asyncio.sleep(0.3 + phase)      # spread over the runtime's watch cadence
             t0 = time.monotonic()
             if mode == "flag":
@@ -450,9 +516,7 @@ class Bench:
         self.out["decode_ms_per_mp"] = round(decode_total, 1)
 
     def memory(self) -> None:
-        st = self.state
-        st.reset()
-        st.latency_s = 0.5
+        self.fresh_emulator(latency_s=0.5)
         side = 1024 if self.args.quick else 2048
         self.caches.clear()
         out = subprocess.run(
@@ -541,6 +605,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default="")
+    parser.add_argument("--emulator", choices=("process", "thread"), default="process",
+                        help="where the fal emulator runs (default: its own process)")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -567,7 +633,8 @@ def main() -> int:
     total = time.perf_counter() - t_start
 
     width = max(len(m) for _, m, _ in bench.rows)
-    print(f"\nfal node pack benchmark — emulator in-process, fal latency {LATENCY_S:g}s, "
+    where = "own process" if args.emulator == "process" else "in-process thread"
+    print(f"\nfal node pack benchmark — emulator in {where}, fal latency {LATENCY_S:g}s, "
           f"n={args.n}, {os.cpu_count()} CPUs, {total:.0f}s total")
     print(f"{'section':<10} {'metric':<{width}}  value")
     print(f"{'-' * 10} {'-' * width}  {'-' * 24}")

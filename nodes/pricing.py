@@ -129,13 +129,12 @@ class PriceBook:
     async def refresh(self, key: str, base_url: str = "", endpoint_ids: list[str] | None = None,
                       timeout: float = FETCH_TIMEOUT_S) -> bool:
         """Fetch prices from fal's Platform API; on any failure keep what we have."""
-        import httpx
-
         from .endpoints import ENDPOINTS
+        from .fal_transport import http_client
         ids = endpoint_ids or [e.endpoint_id for e in ENDPOINTS]
         url = (base_url or FAL_API) + "v1/models/pricing"
         try:
-            async with httpx.AsyncClient(timeout=timeout) as http:
+            async with http_client(timeout=timeout) as http:
                 response = await http.get(url, params=[("endpoint_id", i) for i in ids],
                                           headers={"Authorization": f"Key {key}"})
                 response.raise_for_status()

@@ -25,7 +25,8 @@ from .pricing import LedgerEntry, estimate, ledger, prices
 from .endpoints import Endpoint
 from .errors import FalNodeError, redact, translate
 from .host import host
-from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, point_fal_client_at, resolve_key
+from .fal_transport import close_fal_client, fal_client_for_run, http_client, point_fal_client_at
+from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, resolve_key
 from .spec import MATCH_INPUT, InputProblem
 
 log = logging.getLogger("comfyui_fal_edit")
@@ -247,17 +248,16 @@ class Run:
                     f"limit) or make the batch smaller")
 
     async def _call_fal(self, pending: list[WorkItem]) -> None:
-        import fal_client
         import httpx
 
         point_fal_client_at(self.settings.resolved_base_url())
         _quiet_httpx()
-        client = fal_client.AsyncClient(key=self.key)
+        client = fal_client_for_run(self.key)
         # Stale prices are refreshed alongside the work, never in front of it.
         pricing = None if prices.fresh() else asyncio.create_task(
             prices.refresh(self.key, self.settings.resolved_base_url()))
         limits = httpx.Limits(max_connections=max(4, self.settings.concurrency * 2))
-        async with httpx.AsyncClient(follow_redirects=True, timeout=60.0, limits=limits) as http:
+        async with http_client(follow_redirects=True, timeout=60.0, limits=limits) as http:
             self.http = http
             self.client = client
             self.gate = asyncio.Semaphore(max(1, self.settings.concurrency))
@@ -278,7 +278,7 @@ class Run:
                 if pricing is not None:
                     await asyncio.wait([pricing], timeout=1.0)
                     pricing.cancel()
-                await self._close_fal_client(client)
+                await close_fal_client(client)
 
     async def _supervise(self, tasks: list[asyncio.Task]) -> None:
         """Wait for the items while watching ComfyUI's interrupt flag and reporting status."""
@@ -305,19 +305,6 @@ class Run:
 
         if live:
             await asyncio.gather(*(cancel(i) for i in live))
-
-    @staticmethod
-    async def _close_fal_client(client: Any) -> None:
-        # fal-client caches its httpx client on the instance; close it with this loop.
-        cached = client.__dict__.get("_client")
-        http = getattr(cached, "value", None) if cached is not None else None
-        for candidate in (http, cached):
-            if hasattr(candidate, "aclose"):
-                try:
-                    await candidate.aclose()
-                except Exception:
-                    pass
-                break
 
     # one item -------------------------------------------------------------
     async def _run_item(self, item: WorkItem) -> None:

@@ -69,28 +69,3 @@ def resolve_key(ref: FalKeyRef) -> str:
         raise MissingKey("no fal key is set; add a fal Key node with a saved key (see the README) "
                          "or set the FAL_KEY environment variable before starting ComfyUI")
     return key
-
-
-# fal-client builds its URLs from these module globals at call time.
-_FAL_CLIENT_HOSTS = ("QUEUE_URL_FORMAT", "RUN_URL_FORMAT", "REST_URL", "CDN_URL")
-_original_hosts: dict[str, str] = {}
-
-
-def point_fal_client_at(base_url: str) -> None:
-    """Send fal-client's traffic to `base_url` (queue/, run/, rest, cdn below it),
-    or back to fal's own hosts when base_url is empty.
-
-    ComfyUI runs one prompt at a time, so a process-wide switch is safe there.
-    """
-    import fal_client.client as fc
-
-    if not _original_hosts:
-        _original_hosts.update({name: getattr(fc, name) for name in _FAL_CLIENT_HOSTS})
-    if not base_url:
-        for name, value in _original_hosts.items():
-            setattr(fc, name, value)
-        return
-    fc.QUEUE_URL_FORMAT = base_url + "queue/"
-    fc.RUN_URL_FORMAT = base_url + "run/"
-    fc.REST_URL = base_url + "rest"
-    fc.CDN_URL = base_url + "cdn"

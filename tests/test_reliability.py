@@ -108,7 +108,7 @@ BUG_DECODE = "bug: a result file that is not an image fails with 'UnidentifiedIm
              "<_io.BytesIO object at 0x...>' instead of a sentence with a fix"
 BUG_SENTENCES = "bug: fal's own multi-sentence `detail` msg is pasted in, so the error is two " \
                 "sentences with broken punctuation ('...accessible.; change that input')"
-BUG_CLOSE = "bug: Run._close_fal_client reads `._value`, but fal-client's cached client sits in " \
+BUG_CLOSE = "bug: the run's fal-client close read `._value`, but fal-client's cached client sits in " \
             "asyncstdlib's AwaitableValue `.value`; fal-client's httpx client is never closed, " \
             "so every node run leaves its connections to fal open in ComfyUI's loop"
 BUG_ELLIPSIS = "bug: an enum list cut with ', ...' ends the sentence in '..'"
