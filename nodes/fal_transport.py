@@ -66,6 +66,14 @@ def fal_client_for_run(key: str):
                     timeout=self.default_timeout)
             yield self._uploads_http
 
+        async def prefetch_upload_token(self) -> None:
+            """Ask for the CDN upload token while images are still being encoded, so the
+            first upload does not wait a round trip for it."""
+            try:
+                await (await self._token_manager).get_token()
+            except Exception:   # the upload itself will ask again and report any failure
+                pass
+
     if not hasattr(fal_client.AsyncClient, "_cdn_client"):   # a fal-client that changed inside
         return fal_client.AsyncClient(key=key)
     return RunClient(key=key)

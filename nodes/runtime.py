@@ -262,6 +262,7 @@ class Run:
             self.client = client
             self.gate = asyncio.Semaphore(max(1, self.settings.concurrency))
             self.uploads: dict[str, asyncio.Task] = {}
+            self.token: asyncio.Task | None = None
             tasks = [asyncio.create_task(self._run_item(item)) for item in pending]
             try:
                 await self._supervise(tasks)
@@ -275,6 +276,9 @@ class Run:
                 for task in self.uploads.values():
                     task.cancel()
                 await asyncio.gather(*self.uploads.values(), return_exceptions=True)
+                if self.token is not None:
+                    self.token.cancel()
+                    await asyncio.gather(self.token, return_exceptions=True)
                 if pricing is not None:
                     await asyncio.wait([pricing], timeout=1.0)
                     pricing.cancel()
@@ -387,7 +391,8 @@ class Run:
 
     async def _url_for(self, image: imaging.PreparedImage) -> tuple[str, bool]:
         """(URL fal can read, whether it was remembered from an earlier run)."""
-        url = caches.upload_url(self.server, image.digest)
+        # Off the loop: the lookup may wait on the cache's SQLite file.
+        url = await asyncio.to_thread(caches.upload_url, self.server, image.digest)
         if url is not None:
             return url, True
         task = self.uploads.get(image.digest)
@@ -399,6 +404,9 @@ class Run:
 
     async def _upload(self, image: imaging.PreparedImage) -> str:
         digest = image.digest   # encode() may shrink the pixels; remember the input's identity
+        if self.token is None and hasattr(self.client, "prefetch_upload_token"):
+            # The upload token's round trip overlaps the encoding instead of following it.
+            self.token = asyncio.create_task(self.client.prefetch_upload_token())
         fmt = self.settings.upload_format
         data, mime = await asyncio.to_thread(imaging.encode, image, fmt,
                                              self.endpoint.limits.max_bytes)
