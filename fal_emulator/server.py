@@ -459,32 +459,31 @@ class EmulatorServer:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None
 
-    async def submit(self, request: web.Request) -> web.StreamResponse:
+    async def _accept(self, request: web.Request, kind: str) -> Job | web.StreamResponse:
+        """Log, fault-check and authorise a new request (queue submit or sync run); start its job."""
         endpoint = request.match_info["endpoint"].strip("/")
         payload = await self._read_payload(request)
         job_id = str(uuid.uuid4())  # chosen up front so the log entry carries it
-        if (r := await self._enter(request, "submit", "submit", endpoint=endpoint,
+        if (r := await self._enter(request, kind, kind, endpoint=endpoint,
                                    request_id=job_id, payload=payload)) is not None:
             return r
         spec = ENDPOINTS.get(endpoint)
         if spec is None:
             return _json({"detail": f"Application '{endpoint}' not found"}, 404)
-        job = self._new_job(request, job_id, spec, payload)
+        return self._new_job(request, job_id, spec, payload)
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        job = await self._accept(request, "submit")
+        if not isinstance(job, Job):
+            return job
         return _json({"request_id": job.id, **job.urls,
                       "queue_position": self._queue_position(job)},
                      **{"x-fal-request-id": job.id})
 
     async def run(self, request: web.Request) -> web.StreamResponse:
-        endpoint = request.match_info["endpoint"].strip("/")
-        payload = await self._read_payload(request)
-        job_id = str(uuid.uuid4())
-        if (r := await self._enter(request, "run", "run", endpoint=endpoint,
-                                   request_id=job_id, payload=payload)) is not None:
-            return r
-        spec = ENDPOINTS.get(endpoint)
-        if spec is None:
-            return _json({"detail": f"Application '{endpoint}' not found"}, 404)
-        job = self._new_job(request, job_id, spec, payload)
+        job = await self._accept(request, "run")
+        if not isinstance(job, Job):
+            return job
         await asyncio.shield(job.task)
         return self._result_response(job)
 

@@ -562,6 +562,21 @@ function isFalEndpoint(nodeData) {
     (nodeData.output_name ?? []).includes("urls");
 }
 
+/** Run `extra` after a node method (ComfyUI's or another extension's); a failure in
+ * `extra` is logged, never thrown into the graph. */
+function extendMethod(proto, name, extra, failure) {
+  const original = proto[name];
+  proto[name] = function (...args) {
+    const result = original?.apply(this, args);
+    try {
+      extra.apply(this, args);
+    } catch (error) {
+      console.warn(`[${EXTENSION}] ${failure}`, error);
+    }
+    return result;
+  };
+}
+
 app.registerExtension({
   name: `${EXTENSION}.fal`,
 
@@ -626,44 +641,24 @@ app.registerExtension({
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    const proto = nodeType.prototype;
     if (nodeData?.name === RECRAFT_NODE) {
-      const created = nodeType.prototype.onNodeCreated;
-      nodeType.prototype.onNodeCreated = function (...args) {
-        const result = created?.apply(this, args);
-        try {
-          addSwatches(this);
-        } catch (error) {
-          console.warn(`[${EXTENSION}] colour swatches unavailable`, error);
-        }
-        return result;
-      };
+      extendMethod(proto, "onNodeCreated", function () {
+        addSwatches(this);
+      }, "colour swatches unavailable");
     }
     if (isFalEndpoint(nodeData)) {
-      nodeType.prototype.falEndpoint = true;
-      const executed = nodeType.prototype.onExecuted;
-      nodeType.prototype.onExecuted = function (output) {
-        const result = executed?.apply(this, arguments);
-        try {
-          showResult(this, output);
-        } catch (error) {
-          console.warn(`[${EXTENSION}] could not show the result`, error);
-        }
+      proto.falEndpoint = true;
+      extendMethod(proto, "onExecuted", function (output) {
+        showResult(this, output);
         // The real number of requests and the run's cost (cached requests: $0).
         const last = lastRunFromOutput(output, { numImages: widgetValue(this, "num_images") ?? 1 });
         if (last) this.falLastRun = last;
         this.setDirtyCanvas?.(true, true);
-        return result;
-      };
-      const created = nodeType.prototype.onNodeCreated;
-      nodeType.prototype.onNodeCreated = function (...args) {
-        const result = created?.apply(this, args);
-        try {
-          addPriceBadges(this);
-        } catch (error) {
-          console.warn(`[${EXTENSION}] price badge unavailable`, error);
-        }
-        return result;
-      };
+      }, "could not show the result");
+      extendMethod(proto, "onNodeCreated", function () {
+        addPriceBadges(this);
+      }, "price badge unavailable");
     }
   },
 });
