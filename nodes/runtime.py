@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,11 +20,11 @@ import torch
 
 from . import imaging
 from .caches import ItemResult, caches, request_key
-from .pricing import LedgerEntry, estimate, ledger, prices
 from .endpoints import Endpoint
 from .errors import FalNodeError, redact, translate
-from .host import host
 from .fal_transport import close_fal_client, fal_client_for_run, http_client, point_fal_client_at
+from .host import host
+from .pricing import LedgerEntry, estimate, ledger, prices
 from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, resolve_key
 from .spec import MATCH_INPUT, InputProblem
 
@@ -59,6 +58,12 @@ class WorkItem:
     cached: bool = False
     error: BaseException | None = None
     blobs: list[bytes] | None = None         # the result files as fal sent them
+
+    @property
+    def megapixels(self) -> float:
+        """The first input's size: what per-megapixel prices are estimated from."""
+        width, height = self.images[0].size
+        return width * height / 1e6
 
 
 @dataclass
@@ -96,9 +101,8 @@ def build_payload(endpoint: Endpoint, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_items(endpoint: Endpoint, payload: dict[str, Any], image_inputs: list[Any],
-               settings: FalSettings) -> tuple[list[WorkItem], list[str]]:
+               settings: FalSettings) -> list[WorkItem]:
     """Split the inputs into requests and fit every image into the endpoint's limits."""
-    notes: list[str] = []
     socket_names = ["image"] if not endpoint.multi_image_sockets else \
         [f"image_{i + 1}" for i in range(len(image_inputs))]
     groups: list[list[imaging.PreparedImage]] = []
@@ -127,7 +131,7 @@ def plan_items(endpoint: Endpoint, payload: dict[str, Any], image_inputs: list[A
         if settings.inline_results and endpoint.supports_sync_mode:
             item_payload["sync_mode"] = True
         items.append(WorkItem(index, images, item_payload))
-    return items, notes
+    return items
 
 
 # -- the run ----------------------------------------------------------------
@@ -189,11 +193,9 @@ class Run:
     # main -----------------------------------------------------------------
     async def execute(self, payload: dict[str, Any], image_inputs: list[Any]) -> RunOutcome:
         try:
-            self.items, notes = plan_items(self.endpoint, payload, image_inputs, self.settings)
+            self.items = plan_items(self.endpoint, payload, image_inputs, self.settings)
             self.key = resolve_key(self.settings.key)
-        except InputProblem as exc:
-            raise self.fail(str(exc)) from None
-        except MissingKey as exc:
+        except (InputProblem, MissingKey) as exc:
             raise self.fail(str(exc)) from None
         self.server = self.settings.resolved_base_url() or FAL_HOSTS
 
@@ -217,19 +219,16 @@ class Run:
         if pending:
             await self._call_fal(pending)
 
-        outcome = self._assemble(notes)
+        outcome = self._assemble()
         outcome.estimated_usd = self.cost.total
         outcome.items = len(self.items)
         outcome.cached_items = sum(1 for i in self.items if i.cached)
-        outcome.megapixels = round(sum(i.images[0].size[0] * i.images[0].size[1] / 1e6
-                                       for i in self.items if i.images)
-                                   / max(1, len(self.items)), 4)
+        outcome.megapixels = round(sum(i.megapixels for i in self.items) / len(self.items), 4)
         self.report(force=True, final=outcome.status)
         return outcome
 
     def _estimate(self, pending: list[WorkItem]):
-        asked = [(int(i.payload.get("num_images", 1)),
-                  sum(img.size[0] * img.size[1] for img in i.images[:1]) / 1e6) for i in pending]
+        asked = [(int(i.payload.get("num_images", 1)), i.megapixels) for i in pending]
         return estimate(self.endpoint.endpoint_id, asked, prices.price(self.endpoint.endpoint_id),
                         len(self.items) - len(pending))
 
@@ -355,8 +354,8 @@ class Run:
         item.state, item.finished = "done", True
 
     def _item_cost(self, item: WorkItem) -> float:
-        mp = item.images[0].size[0] * item.images[0].size[1] / 1e6
-        return estimate(self.endpoint.endpoint_id, [(int(item.payload.get("num_images", 1)), mp)],
+        return estimate(self.endpoint.endpoint_id,
+                        [(int(item.payload.get("num_images", 1)), item.megapixels)],
                         self.cost.price).total
 
     async def _submit_with_fresh_urls(self, item: WorkItem) -> dict[str, Any]:
@@ -510,8 +509,9 @@ class Run:
         raise AssertionError("unreachable")
 
     # the node's answer ----------------------------------------------------
-    def _assemble(self, notes: list[str]) -> RunOutcome:
+    def _assemble(self) -> RunOutcome:
         total = len(self.items)
+        notes: list[str] = []
         for item in self.items:   # after encoding: max_bytes may have shrunk an image too
             for img in item.images:
                 if img.downscaled_from:
@@ -653,7 +653,3 @@ async def run_endpoint(endpoint: Endpoint, values: dict[str, Any], image_inputs:
     except FalNodeError as exc:
         run.report(force=True, final=f"failed · {exc}")
         raise
-
-
-def random_seed() -> int:
-    return random.randint(0, 2**31 - 1)
