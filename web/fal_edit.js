@@ -659,6 +659,13 @@ app.registerExtension({
       extendMethod(proto, "onNodeCreated", function () {
         addPriceBadges(this);
       }, "price badge unavailable");
+      extendMethod(proto, "onNodeCreated", function () {
+        // A new fal node starts with its seed fixed: the same inputs then cost nothing
+        // the second time (result cache), and a rerun after a partial failure pays only
+        // for the failed items. A loaded workflow's own choice is applied after this.
+        const control = this.widgets?.find((w) => w.name === "control_after_generate");
+        if (control) control.value = "fixed";
+      }, "could not fix the seed");
     }
   },
 });
