@@ -24,6 +24,14 @@ def test_png_writer_round_trips_exactly_through_pillow(size):
         assert np.array_equal(np.asarray(img), pixels)
 
 
+def test_png_writer_without_isal_uses_zlib(monkeypatch):
+    import zlib
+    monkeypatch.setattr(imaging, "_deflate", zlib)
+    pixels = np.random.default_rng(3).integers(0, 256, (33, 17, 3), dtype=np.uint8)
+    with Image.open(io.BytesIO(imaging.png_bytes(pixels))) as img:
+        assert np.array_equal(np.asarray(img), pixels)
+
+
 def test_uint8_conversion_rounds_clips_and_converts_channels():
     values = torch.tensor([[[[0.0, 0.5, 1.0], [-0.2, 1.3, 0.999]]]])  # [1,1,2,3]
     out = imaging.frames_to_uint8(values, "image")
