@@ -384,7 +384,7 @@ class Run:
                 log.info("%s: fal could not read a remembered upload URL; uploading again",
                          self.name)
                 for img in reused:
-                    caches.forget_upload(self.server, img.digest)
+                    await asyncio.to_thread(caches.forget_upload, self.server, img.digest)
                 item.handle = item.request_id = None
         raise AssertionError("unreachable")
 
@@ -412,7 +412,7 @@ class Run:
         name = f"comfyui-{image.digest[:12]}.{'jpg' if fmt == 'jpeg' else 'png'}"
         url = await self.client.upload(data, mime, file_name=name)
         self.uploads_done += 1
-        caches.remember_upload(self.server, digest, url)
+        await asyncio.to_thread(caches.remember_upload, self.server, digest, url)
         return url
 
     async def _queue(self, item: WorkItem, payload: dict[str, Any]) -> dict[str, Any]:
@@ -469,20 +469,25 @@ class Run:
         urls = [f["url"] for f in files]
         blobs = await asyncio.gather(*(self._download(u) for u in urls))
         try:
-            frames = await asyncio.gather(*(asyncio.to_thread(imaging.decode, b) for b in blobs))
+            frames = await asyncio.gather(*(asyncio.to_thread(self._decode_result, b, u)
+                                            for b, u in zip(blobs, urls)))
         except (OSError, ValueError):   # PIL.UnidentifiedImageError is an OSError
             raise ItemFailed("fal sent a result file that is not a readable image; run the node "
                              "again") from None
         flags = result.get(self.endpoint.nsfw_field) if self.endpoint.nsfw_field else None
         flagged = [bool(flags[i]) if isinstance(flags, list) and i < len(flags) else False
                    for i in range(len(frames))]
-        for frame, url in zip(frames, urls):
-            # A result fed into another fal node is sent by URL, not uploaded again.
-            caches.remember_upload(self.server, imaging.pixel_digest(frame), url)
         item.blobs = list(blobs)
         seed = result.get("seed", item.payload.get("seed"))
         return ItemResult(list(frames), urls, flagged,
                           int(seed) if isinstance(seed, (int, float)) else None, item.request_id)
+
+    def _decode_result(self, blob: bytes, url: str) -> np.ndarray:
+        """Decode one result file (in a worker thread) and remember its URL by its pixels,
+        so a result fed into another fal node is sent by URL, not uploaded again."""
+        frame = imaging.decode(blob)
+        caches.remember_upload(self.server, imaging.pixel_digest(frame), url)
+        return frame
 
     async def _download(self, url: str) -> bytes:
         import httpx
