@@ -60,12 +60,13 @@ def resolve_key(ref: FalKeyRef) -> str:
         except keystore.KeyStoreError as exc:
             raise MissingKey(str(exc)) from None
         if not key:
-            raise MissingKey(f"no fal key named '{ref.name}' is saved; add it with "
-                             f"`python nodes/keystore.py add {ref.name}` or pick another key "
-                             f"in the fal Key node")
+            raise MissingKey(f"no fal key named '{ref.name}' is saved; add it in Settings → fal "
+                             f"(or with `python nodes/keystore.py add {ref.name}`) or pick "
+                             f"another key in the fal Key node")
         return key
     key = os.environ.get(keystore.ENV_KEY, "").strip()
     if not key:
-        raise MissingKey("no fal key is set; add a fal Key node with a saved key (see the README) "
-                         "or set the FAL_KEY environment variable before starting ComfyUI")
+        raise MissingKey("no fal key is set; save one in Settings → fal and pick it in a fal Key "
+                         "node connected through fal Settings, or set the FAL_KEY environment "
+                         "variable before starting ComfyUI")
     return key
