@@ -118,12 +118,13 @@ const STYLE = `
   border-radius: 10px; border: 1px solid var(--border-color, #555); box-shadow: 0 10px 40px rgba(0,0,0,.5); }
 `;
 
-// -- the key routes -------------------------------------------------------------------
+// -- the pack's routes ----------------------------------------------------------------
 
-async function keyRoute(path, options = {}) {
+/** JSON from one of the pack's routes (/fal/...); a failure throws one readable sentence. */
+async function falRoute(path, options = {}) {
   let response;
   try {
-    response = await api.fetchApi(`/fal/keys${path}`, {
+    response = await api.fetchApi(`/fal${path}`, {
       ...options,
       headers: { "Content-Type": "application/json", ...(options.headers ?? {}) },
       cache: "no-store",
@@ -197,7 +198,7 @@ function keyPanel() {
       test.disabled = true;
       say(`Testing ${env ? "FAL_KEY" : `'${name}'`}…`);
       try {
-        const line = keyTestLine(await keyRoute("/test", { method: "POST", body: JSON.stringify({ name }) }));
+        const line = keyTestLine(await falRoute("/keys/test", { method: "POST", body: JSON.stringify({ name }) }));
         say(line.text, line.tone);
       } catch (error) {
         say(error.message, "bad");
@@ -211,7 +212,7 @@ function keyPanel() {
       remove.addEventListener("click", async () => {
         if (!window.confirm(`Delete the fal key '${name}' from this ComfyUI server?`)) return;
         try {
-          show(await keyRoute(`/${encodeURIComponent(name)}`, { method: "DELETE" }));
+          show(await falRoute(`/keys/${encodeURIComponent(name)}`, { method: "DELETE" }));
           say(`Deleted '${name}'.`, "ok");
         } catch (error) {
           say(error.message, "bad");
@@ -248,7 +249,7 @@ function keyPanel() {
         !window.confirm(`Replace the saved fal key '${name}'?`)) return;
     addButton.disabled = true;
     try {
-      const answer = await keyRoute("", { method: "POST", body: JSON.stringify({ name, key }) });
+      const answer = await falRoute("/keys", { method: "POST", body: JSON.stringify({ name, key }) });
       keyInput.value = "";
       nameInput.value = "";
       show(answer);
@@ -265,7 +266,7 @@ function keyPanel() {
   // ComfyUI's keybindings must not see typing in these inputs.
   for (const input of [nameInput, keyInput]) input.addEventListener("keydown", (e) => e.stopPropagation());
 
-  keyRoute("").then((listing) => show(listing, { refresh: false }), (error) => say(error.message, "bad"));
+  falRoute("/keys").then((listing) => show(listing, { refresh: false }), (error) => say(error.message, "bad"));
   return el("div", { class: "fal-keys" }, list, form, message, note);
 }
 
@@ -387,9 +388,7 @@ const priceState = { answer: null, polls: 0, timer: null };
 
 async function loadPrices() {
   try {
-    const response = await api.fetchApi("/fal/prices", { cache: "no-store" });
-    if (!response.ok) return;
-    priceState.answer = await response.json();
+    priceState.answer = await falRoute("/prices");
   } catch (error) {
     console.warn(`[${EXTENSION}] could not load fal prices`, error);
     return;
@@ -490,14 +489,7 @@ function spendPanel({ onClose, compact = false } = {}) {
 
   async function refresh() {
     try {
-      const response = await api.fetchApi("/fal/spend", { cache: "no-store" });
-      let body = null;
-      try {
-        body = await response.json();
-      } catch {
-        body = null;
-      }
-      if (!response.ok) throw new Error(errorLine(response.status, body));
+      const body = await falRoute("/spend");
       const view = spendView(body);
       report = body.report ?? "";
       const rows = view.rows.map((r) => el("tr", { class: r.state === "billed" ? "" : "fal-spend-cached" },
