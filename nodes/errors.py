@@ -11,10 +11,6 @@ class FalNodeError(RuntimeError):
     """Shown to the user as-is by ComfyUI: node, cause and fix in one sentence."""
 
 
-class FlaggedContent(Exception):
-    """fal flagged results as NSFW and the policy says not to pass them on."""
-
-
 def redact(text: str, secret: str | None) -> str:
     """Never let a key reach a message, whatever fal or a library put in it."""
     if secret and len(secret) >= 4 and secret in text:

@@ -202,12 +202,6 @@ def decode_data_uri(uri: str) -> bytes:
     return unquote_to_bytes(payload)
 
 
-def to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
-    """Equal-sized uint8 frames -> [B,H,W,3] float32 0..1."""
-    batch = np.stack(frames)
-    return torch.from_numpy(batch).to(torch.float32).div_(255.0)
-
-
 def fit_like_batch_images(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     """Bring a frame to (width, height) as ComfyUI's "Batch Images" node does:
     centre-crop to the target aspect ratio, then bilinear resize."""
