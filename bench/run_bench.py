@@ -464,7 +464,8 @@ class Bench:
         import torch
         from PIL import Image
 
-        imaging, runtime = self.imaging, self.runtime
+        from comfyui_fal_edit.nodes.stages import results as results_stage
+        imaging = self.imaging
         w = h = 1024
         mp = w * h / 1e6
         image = photo_like(w, h, seed=11)
@@ -497,8 +498,8 @@ class Bench:
         t_dpng = timed(lambda: imaging.decode(png_bytes))
         decoded = imaging.decode(jpg_bytes)
         t_digest = timed(lambda: imaging.pixel_digest(decoded))
-        t_tensor = timed(lambda: runtime._stack([decoded]))
-        decode_total = timed(lambda: runtime._stack([d for d in [imaging.decode(jpg_bytes)]
+        t_tensor = timed(lambda: results_stage.stack([decoded]))
+        decode_total = timed(lambda: results_stage.stack([d for d in [imaging.decode(jpg_bytes)]
                                                      if imaging.pixel_digest(d)]))
         self.row("codec", "tensor -> uint8 (ms/MP)", f"{t_u8:.1f}")
         self.row("codec", "prepare: fit limits + pixel digest (ms/MP)", f"{t_prep:.1f}")

@@ -40,7 +40,8 @@ from conftest import TEST_KEY, pack, sample_image
 from reliability_helpers import TALLY, guarded, run_guarded, sentence_problems
 
 from comfyui_fal_edit.nodes import keystore
-from comfyui_fal_edit.nodes import runtime as runtime_mod
+from comfyui_fal_edit.nodes.stages import queue as queue_stage
+from comfyui_fal_edit.nodes.stages import results as results_stage
 from comfyui_fal_edit.nodes.endpoints import BY_NODE, ENDPOINTS
 from comfyui_fal_edit.nodes.errors import FalNodeError
 from comfyui_fal_edit.nodes.host import Interrupted, host
@@ -80,9 +81,9 @@ def short_retries(monkeypatch):
     # fal-client's own retry budget (10 attempts, ~30 s), shortened to keep the suite fast.
     monkeypatch.setattr(fc, "MAX_ATTEMPTS", 3)
     # The runtime's download retries (4 attempts: 0.2 + 0.4 + 0.8 s of backoff), shortened.
-    monkeypatch.setattr(runtime_mod, "DOWNLOAD_ATTEMPTS", 3)
+    monkeypatch.setattr(results_stage, "DOWNLOAD_ATTEMPTS", 3)
     # Poll the emulator's instant jobs a little faster (the runtime starts at 0.1 s).
-    monkeypatch.setattr(runtime_mod, "POLL_FIRST_S", 0.02)
+    monkeypatch.setattr(queue_stage, "POLL_FIRST_S", 0.02)
 
 
 def check_clean_output(images: torch.Tensor, expected: int) -> None:
@@ -212,7 +213,7 @@ STALL_STAGES = ("upload", "submit", "status", "result", "file")
 @pytest.mark.parametrize("stage", STALL_STAGES)
 def test_stalled_answer_ends_within_the_timeout(fal, short_retries, monkeypatch, stage):
     """fal stops answering mid-exchange (the socket stays open). timeout_s must bound it."""
-    monkeypatch.setattr(runtime_mod, "CANCEL_GRACE_S", 1.0)   # the wait for a stalled submit
+    monkeypatch.setattr(queue_stage, "CANCEL_GRACE_S", 1.0)   # the wait for a stalled submit
     fal.state.stall_s = 3.0           # stands for "forever": far past timeout_s
     fal.state.add_fault(stage, "stall", times=1)
     timeout_s, bound = 0.6, 2.0

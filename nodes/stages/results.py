@@ -1,0 +1,174 @@
+"""Stage 4, results: fal's result JSON -> decoded frames, then all items -> one IMAGE batch.
+
+`ResultFiles` fetches and decodes one item's result files and reads fal's NSFW
+flags; `assemble` puts every item's frames together in input order, applies the
+NSFW policy, and fails naming each item that did not arrive (nothing is dropped
+silently).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import imaging
+from ..caches import ItemResult, caches
+from ..endpoints import Endpoint
+from ..errors import translate
+from ..settings import FalSettings
+from .plan import WorkItem
+from .queue import ItemFailed
+
+DOWNLOAD_ATTEMPTS = 4
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+
+
+class ResultFiles:
+    """Downloads and decodes result files for one run (one HTTP client, one server)."""
+
+    def __init__(self, http: Any, server: str, endpoint: Endpoint) -> None:
+        self.http = http
+        self.server = server
+        self.endpoint = endpoint
+
+    async def collect(self, item: WorkItem, result: dict[str, Any]) -> ItemResult:
+        files = result.get(self.endpoint.output_field)
+        if isinstance(files, dict):
+            files = [files]
+        files = [f for f in (files or []) if isinstance(f, dict) and f.get("url")]
+        if not files:
+            raise ItemFailed("fal returned no image; run again, and if it persists change the "
+                             "prompt or settings")
+        urls = [f["url"] for f in files]
+        blobs = await asyncio.gather(*(self._download(u) for u in urls))
+        try:
+            frames = await asyncio.gather(*(asyncio.to_thread(self._decode, b, u)
+                                            for b, u in zip(blobs, urls)))
+        except (OSError, ValueError):   # PIL.UnidentifiedImageError is an OSError
+            raise ItemFailed("fal sent a result file that is not a readable image; run the node "
+                             "again") from None
+        flags = result.get(self.endpoint.nsfw_field) if self.endpoint.nsfw_field else None
+        flagged = [bool(flags[i]) if isinstance(flags, list) and i < len(flags) else False
+                   for i in range(len(frames))]
+        item.blobs = list(blobs)
+        seed = result.get("seed", item.payload.get("seed"))
+        return ItemResult(list(frames), urls, flagged,
+                          int(seed) if isinstance(seed, (int, float)) else None, item.request_id)
+
+    def _decode(self, blob: bytes, url: str) -> np.ndarray:
+        """Decode one result file (in a worker thread) and remember its URL by its pixels,
+        so a result fed into another fal node is sent by URL, not uploaded again."""
+        frame = imaging.decode(blob)
+        caches.remember_upload(self.server, imaging.pixel_digest(frame), url)
+        return frame
+
+    async def _download(self, url: str) -> bytes:
+        import httpx
+
+        if url.startswith("data:"):
+            return imaging.decode_data_uri(url)
+        delay = 0.2
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            try:
+                response = await self.http.get(url)
+                if response.status_code in RETRY_STATUSES and attempt < DOWNLOAD_ATTEMPTS:
+                    raise httpx.HTTPStatusError("retry", request=response.request,
+                                                response=response)
+                response.raise_for_status()
+                return response.content
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                retryable = isinstance(exc, httpx.TransportError) or \
+                    exc.response.status_code in RETRY_STATUSES
+                if not retryable or attempt == DOWNLOAD_ATTEMPTS:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+
+class Assembled:
+    """What the node outputs, before status and costs are added."""
+
+    def __init__(self, images: torch.Tensor, urls: list[str], notes: list[str]) -> None:
+        self.images = images
+        self.urls = urls
+        self.notes = notes
+
+
+def assemble(items: list[WorkItem], settings: FalSettings,
+             fail: Callable[[str], Exception]) -> Assembled:
+    """Every item's frames as one batch in input order, or `fail(cause)` naming what is missing."""
+    total = len(items)
+    notes: list[str] = []
+    for item in items:   # after encoding: max_bytes may have shrunk an image too
+        for img in item.images:
+            if img.downscaled_from:
+                notes.append(f"input {img.downscaled_from[0]}x{img.downscaled_from[1]} "
+                             f"downscaled to {img.size[0]}x{img.size[1]} to fit the "
+                             f"endpoint's limits")
+    failed = [i for i in items if i.error is not None or i.result is None]
+    if failed:
+        first = failed[0]
+        cause = (str(first.error) if isinstance(first.error, ItemFailed)
+                 else translate(first.error, settings.key.label)
+                 if first.error is not None else "no result arrived")
+        which = items_phrase([i.index for i in failed], total)
+        kept = total - len(failed)
+        tail = (f" ({kept} of {total} arrived and are kept, so a rerun with the same inputs "
+                f"only pays for the failed ones)") if kept else ""
+        raise fail(f"{which} failed — {cause}{tail}")
+
+    frames: list[np.ndarray] = []
+    urls: list[str] = []
+    flagged_at: list[str] = []
+    for item in items:
+        assert item.result is not None
+        for n, (frame, url, flag) in enumerate(zip(item.result.frames, item.result.urls,
+                                                  item.result.flagged)):
+            if flag:
+                flagged_at.append(f"item {item.index + 1}" +
+                                  (f" image {n + 1}" if len(item.result.frames) > 1 else ""))
+                if settings.nsfw_policy == "drop flagged":
+                    continue
+            frames.append(frame)
+            urls.append(url)
+    if flagged_at:
+        listed = ", ".join(flagged_at)
+        if settings.nsfw_policy == "error":
+            raise fail(f"fal flagged {listed} as NSFW (fal returns those as black "
+                       f"images); change the prompt or seed, or set the NSFW policy "
+                       f"in fal Settings to keep or drop flagged images")
+        if not frames:
+            raise fail(f"fal flagged every result as NSFW ({listed}) and the NSFW "
+                       f"policy drops them, so nothing is left to output; change the "
+                       f"prompt or seed")
+        verb = "dropped" if settings.nsfw_policy == "drop flagged" else "kept"
+        notes.append(f"{verb} NSFW-flagged {listed}")
+
+    height, width = frames[0].shape[:2]
+    resized = sum(1 for f in frames if f.shape[:2] != (height, width))
+    if resized:
+        frames = [imaging.fit_like_batch_images(f, width, height) for f in frames]
+        notes.append(f"{resized} result(s) of another size were cropped and resized to "
+                     f"{width}x{height} to form one batch")
+    return Assembled(stack(frames), urls, notes)
+
+
+def stack(frames: list[np.ndarray]) -> torch.Tensor:
+    """Equal-sized uint8 frames -> one [B,H,W,3] float32 tensor, without an extra batch copy."""
+    h, w = frames[0].shape[:2]
+    out = torch.empty((len(frames), h, w, 3), dtype=torch.float32)
+    for i, frame in enumerate(frames):
+        out[i].copy_(torch.from_numpy(frame)).div_(255.0)
+    return out
+
+
+def items_phrase(indices: list[int], total: int) -> str:
+    numbers = [str(i + 1) for i in indices]
+    if len(numbers) == 1:
+        return f"item {numbers[0]} of {total}"
+    shown = ", ".join(numbers[:8]) + (", …" if len(numbers) > 8 else "")
+    return f"items {shown} of {total}"
