@@ -135,6 +135,7 @@ class Job:
     started: float | None = None
     finished: float | None = None
     task: asyncio.Task | None = None
+    _changed: asyncio.Event | None = None
 
     @property
     def urls(self) -> dict:
@@ -146,6 +147,21 @@ class Job:
     def log(self, message: str, level: str = "INFO") -> None:
         self.logs.append({"message": message, "level": level, "source": "USER",
                           "timestamp": _now_iso()})
+        self.changed()
+
+    def changed(self) -> None:
+        """Wake the status streams watching this job (call on the server's loop)."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait_for_change(self, timeout: float) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
 
 class ConcurrencyGate:
@@ -517,6 +533,53 @@ class EmulatorServer:
         if r is not None:
             return r
         with_logs = request.query.get("logs", "").lower() in ("1", "true")
+        return _json(self._status_body(job, with_logs), **{"x-fal-request-id": job.id})
+
+    async def status_stream(self, request: web.Request) -> web.StreamResponse:
+        """fal's server-sent status events: the status object on every change, until
+        COMPLETED. `status_stream` in the state plays a server that does not serve it
+        ("off": 404), drops it after the first event ("drop") or buffers it like a proxy
+        that holds the body until the end ("buffer")."""
+        job = self._lookup(request)
+        # Faults injected for "status" hit the stream too: it is the same information.
+        r = await self._enter(request, "status_stream", "status",
+                              request_id=request.match_info["request_id"],
+                              endpoint=job.spec.endpoint_id if job else None)
+        if r is not None:
+            return r
+        mode = self.state.status_stream
+        if job is None or mode == "off":
+            return _json({"detail": "Not Found"}, 404)
+        with_logs = request.query.get("logs", "").lower() in ("1", "true")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache",
+                                               "x-fal-request-id": job.id})
+        await response.prepare(request)
+        sent, held = None, []
+        while True:
+            body = self._status_body(job, with_logs)
+            if body != sent:
+                event = b"data: " + json.dumps(body).encode() + b"\n\n"
+                if mode == "buffer":
+                    held.append(event)
+                else:
+                    await response.write(event)
+                sent = body
+                if mode == "drop":
+                    request.transport.abort()
+                    return response
+            if job.status == "COMPLETED":
+                break
+            # Queue positions count down without an event of their own: look again soon.
+            await job.wait_for_change(0.25 if job.status == "IN_QUEUE" else 5.0)
+            if self.stopping.is_set():
+                break
+        for event in held:
+            await response.write(event)
+        await response.write_eof()
+        return response
+
+    def _status_body(self, job: Job, with_logs: bool) -> dict:
         body: dict = {"status": job.status, "request_id": job.id, **job.urls}
         if job.status == "IN_QUEUE":
             body["queue_position"] = self._queue_position(job)
@@ -526,7 +589,7 @@ class EmulatorServer:
             body["metrics"] = {"inference_time": round((job.finished or 0) - (job.started or job.finished or 0), 4)}
             if job.error is not None:
                 body["error"], body["error_type"] = job.error.message, job.error.error_type
-        return _json(body, **{"x-fal-request-id": job.id})
+        return body
 
     def _result_response(self, job: Job) -> web.Response:
         headers = {"x-fal-request-id": job.id}
@@ -563,6 +626,7 @@ class EmulatorServer:
         job.error, job.result = error, result
         job.finished = time.monotonic()
         job.status = "COMPLETED"
+        job.changed()
         # Lets out-of-process clients (the benchmark) see when fal finished a job.
         self.state.record("finished", endpoint=job.spec.endpoint_id, request_id=job.id,
                           error_type=error.error_type if error else None)
@@ -576,6 +640,7 @@ class EmulatorServer:
             await self.gate.acquire(job)
             acquired = True
             job.status, job.started = "IN_PROGRESS", time.monotonic()
+            job.changed()
             # The image work runs during the processing time, not after it: latency_s is
             # how long fal takes for a request, as real fal's parallel workers would.
             work = asyncio.get_running_loop().run_in_executor(None, self._process, job)
@@ -735,6 +800,7 @@ def create_app(state: EmulatorState | None = None) -> web.Application:
     app.on_shutdown.append(_on_shutdown)
     q = "/queue/{owner}/{alias}/requests/{request_id}"
     app.router.add_get(q + "/status", server.status)
+    app.router.add_get(q + "/status/stream", server.status_stream)
     app.router.add_put(q + "/cancel", server.cancel)
     app.router.add_get(q, server.result)
     app.router.add_post("/queue/{endpoint:.+}", server.submit)

@@ -33,7 +33,7 @@ JOB_OUTCOME_KINDS = ("no_images", "app_error")
 _KNOB_NAMES = (
     "latency_s", "queue_delay_s", "queue_delay_positions", "progress_steps",
     "max_concurrency", "faults", "stall_s", "result_mode", "output_sizes",
-    "seededit_image_as_list", "rejected_keys", "forbidden_keys",
+    "seededit_image_as_list", "status_stream", "rejected_keys", "forbidden_keys",
 )
 
 
@@ -84,6 +84,9 @@ class EmulatorState:
     output_sizes: list | None = None
     # SeedEdit: return {"image": [Image]} like fal's docs example.
     seededit_image_as_list: bool = False
+    # fal's status event stream: "serve", or play a server that does not serve it ("off"),
+    # drops it after the first event ("drop") or holds it back until the end ("buffer").
+    status_stream: str = "serve"
     rejected_keys: set = field(default_factory=set)
     forbidden_keys: set = field(default_factory=set)
 
