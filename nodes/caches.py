@@ -84,6 +84,8 @@ class DiskStore:
         bytes INTEGER, created REAL, used REAL);
     CREATE TABLE IF NOT EXISTS uploads (
         server TEXT, digest TEXT, url TEXT, expires REAL, PRIMARY KEY (server, digest));
+    CREATE TABLE IF NOT EXISTS journal (
+        key TEXT PRIMARY KEY, endpoint TEXT, request_id TEXT, submitted REAL);
     """
 
     def __init__(self, directory: Path) -> None:
@@ -182,6 +184,20 @@ class DiskStore:
     def forget_upload(self, server: str, digest: str) -> None:
         self._guard("write", lambda db: db.execute(
             "DELETE FROM uploads WHERE server = ? AND digest = ?", (server, digest)))
+
+    # requests in flight -----------------------------------------------------
+    def get_journal(self, key: str) -> tuple[str, str, float] | None:
+        return self._guard("read", lambda db: db.execute(
+            "SELECT endpoint, request_id, submitted FROM journal WHERE key = ?",
+            (key,)).fetchone())
+
+    def put_journal(self, key: str, endpoint: str, request_id: str) -> None:
+        self._guard("write", lambda db: db.execute(
+            "INSERT OR REPLACE INTO journal VALUES (?, ?, ?, ?)",
+            (key, endpoint, request_id, time.time())))
+
+    def drop_journal(self, key: str) -> None:
+        self._guard("write", lambda db: db.execute("DELETE FROM journal WHERE key = ?", (key,)))
 
     def close(self) -> None:
         with self._lock:
@@ -289,6 +305,25 @@ class Caches:
             while self._result_bytes > self._memory_bytes and len(self._results) > 1:
                 _, dropped = self._results.popitem(last=False)
                 self._result_bytes -= dropped.nbytes
+
+    # the journal of requests submitted and not yet answered ------------------
+    # Written right after fal accepts a submit and dropped once the item is over, so a
+    # run after a crash (ComfyUI killed mid-job) picks the job up instead of paying again.
+    # Only on disk: it exists for the process that comes after this one.
+    def in_flight_request(self, key: str) -> tuple[str, str, float] | None:
+        """(endpoint, request id, submitted at) of a request a run submitted and never saw end."""
+        disk = self.disk()
+        return disk.get_journal(key) if disk else None
+
+    def note_submitted(self, key: str, endpoint_id: str, request_id: str) -> None:
+        disk = self.disk()
+        if disk is not None:
+            disk.put_journal(key, endpoint_id, request_id)
+
+    def note_over(self, key: str) -> None:
+        disk = self.disk()
+        if disk is not None:
+            disk.drop_journal(key)
 
     # one fal call per identical request, whichever prompt or item asks ------
     def claim(self, key: str) -> tuple[bool, concurrent.futures.Future]:

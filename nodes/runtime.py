@@ -17,6 +17,7 @@ naming it, and every item that arrived is remembered so a rerun only pays for th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from .caches import caches, request_key
+from .concurrency import budget, loop_clients
 from .endpoints import Endpoint
 from .errors import FalNodeError, redact
 from .fal_transport import close_fal_client, fal_client_for_run, http_client, point_fal_client_at
@@ -135,24 +137,25 @@ class Run:
                     f"limit) or make the batch smaller")
 
     async def _call_fal(self, pending: list[WorkItem]) -> None:
-        """Run the pending items through upload, queue and results, at most `concurrency`
-        at once, cancelling every fal request still running if the run is stopped."""
-        import httpx
-
+        """Run the pending items through upload, queue and results, within the process's
+        budget of requests in flight, cancelling every fal request still running if the run
+        is stopped. Clients are shared with the other calls on this loop (a list input)."""
         point_fal_client_at(self.settings.resolved_base_url())
         _quiet_httpx()
-        client = fal_client_for_run(self.key)
         # Stale prices are refreshed alongside the work, never in front of it.
         pricing = None if prices.fresh() else asyncio.create_task(
             prices.refresh(self.key, self.settings.resolved_base_url()))
-        limits = httpx.Limits(max_connections=max(4, self.settings.concurrency * 2))
-        async with http_client(follow_redirects=True, timeout=60.0, limits=limits) as http:
+        async with loop_clients() as shared:
+            identity = hashlib.sha256(f"{self.key}\n{self.server}".encode()).hexdigest()
+            client = await shared.get(("fal", identity), lambda: fal_client_for_run(self.key),
+                                      close_fal_client)
+            http = await shared.get(("downloads", self.server), _download_client,
+                                    lambda c: c.aclose())
             self.uploads = Uploads(client, self.server, self.settings.upload_format,
                                    self.endpoint.limits)
             self.queue = FalQueue(client, self.endpoint.endpoint_id, self.settings.timeout_s,
                                   self.name)
             self.results = ResultFiles(http, self.server, self.endpoint)
-            self.gate = asyncio.Semaphore(max(1, self.settings.concurrency))
             tasks = [asyncio.create_task(self._run_item(item)) for item in pending]
             try:
                 await self._supervise(tasks)
@@ -167,7 +170,6 @@ class Run:
                 if pricing is not None:
                     await asyncio.wait([pricing], timeout=1.0)
                     pricing.cancel()
-                await close_fal_client(client)
 
     async def _supervise(self, tasks: list[asyncio.Task]) -> None:
         """Wait for the items while watching ComfyUI's interrupt flag and reporting status."""
@@ -196,11 +198,13 @@ class Run:
             await self._call_for(item)
         finally:
             caches.release(item.key, item.result)
+            if self.queue is not None:
+                await self.queue.forget(item)
 
     async def _call_for(self, item: WorkItem) -> None:
         assert self.queue is not None
         try:
-            async with self.gate:
+            async with budget.slot(self.settings.concurrency):
                 try:
                     await asyncio.wait_for(self._stages(item), self.settings.timeout_s)
                 except asyncio.TimeoutError:
@@ -235,6 +239,8 @@ class Run:
         import fal_client
 
         assert self.uploads is not None and self.queue is not None
+        if await self.queue.resume(item):
+            return await self.queue.finish(item)
         for attempt in (1, 2):
             item.state = "uploading"
             found = await self.uploads.urls_for(item.images)
@@ -313,6 +319,13 @@ class Run:
 
 class _InterruptRequested(Exception):
     pass
+
+
+def _download_client():
+    import httpx
+    # Shared by every call on the loop: room for a large list's downloads at once.
+    return http_client(follow_redirects=True, timeout=60.0,
+                       limits=httpx.Limits(max_connections=64))
 
 
 def _quiet_httpx() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 
 import pytest
 import torch
@@ -197,3 +198,61 @@ def test_cached_items_cost_nothing_and_the_ledger_says_so(fal):
     report, total = pack.NODE_CLASS_MAPPINGS["FalSpend"]().report()["result"]
     assert "cached (no charge)" in report and "billed" in report
     assert total == pytest.approx(entries[0].estimated_usd)
+
+
+# -- never pay twice, even across a crash ------------------------------------------
+
+CRASHING_RUN = """
+import sys
+sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+from conftest import run_node, sample_image
+run_node("FalColorCorrection", image=sample_image(64, 48, seed=41), seed=7)
+"""
+
+
+def test_a_run_after_a_crash_picks_up_the_job_instead_of_paying_again(fal, capture_logs):
+    """ComfyUI killed after its submit: the next process resumes the same fal request."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fal.state.latency_s = 3.0
+    tests = Path(__file__).resolve().parent
+    script = CRASHING_RUN.format(root=str(tests.parent), tests=str(tests))
+    crashing = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 60
+        # The journal is written right after the submit, before the status stream opens.
+        while fal.state.count("status_stream") == 0 and time.monotonic() < deadline:
+            assert crashing.poll() is None, "the first run ended on its own"
+            time.sleep(0.02)
+        assert fal.state.count("submit") == 1
+    finally:
+        crashing.kill()                       # no cancel, no cleanup: a crash
+        crashing.wait()
+    restart()
+    images, _, _ = run_node("FalColorCorrection", image=sample_image(64, 48, seed=41), seed=7)
+    assert images.shape == (1, 48, 64, 3)
+    assert fal.state.count("submit") == 1, "the job was paid for twice"
+    assert fal.state.count("cancel") == 0
+    assert any("picking up request" in line for line in capture_logs)
+    assert caches_mod.caches.in_flight_request(fal_request_key(fal)) is None
+
+
+def test_a_journalled_request_fal_no_longer_knows_is_submitted_anew(fal):
+    image = sample_image(64, 48, seed=42)
+    run_node("FalColorCorrection", image=image, seed=8)
+    key = fal_request_key(fal)
+    caches_mod.caches.note_submitted(key, "fal-ai/image-editing/color-correction", "gone-123")
+    restart()
+    run_node("FalColorCorrection", image=image, seed=8, settings=FalSettings(cache="refresh"))
+    assert fal.state.count("submit") == 2
+    assert caches_mod.caches.in_flight_request(key) is None
+
+
+def fal_request_key(fal) -> str:
+    """The request key the runtime gave the last submitted item (from the result cache)."""
+    disk = caches_mod.caches.disk()
+    rows = disk._db().execute("SELECT key FROM results ORDER BY created DESC").fetchall()
+    return rows[0][0]

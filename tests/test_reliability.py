@@ -270,7 +270,7 @@ INTERRUPT_STAGES = {
     # stage: (how to make it last, the emulator log entry that says we are in it)
     "uploading": (lambda s: (setattr(s, "stall_s", 3.0), s.add_fault("upload", "stall")), "upload"),
     "queued": (lambda s: setattr(s, "queue_delay_s", 5.0), "submit"),
-    "running": (lambda s: setattr(s, "latency_s", 5.0), "status"),
+    "running": (lambda s: setattr(s, "latency_s", 5.0), "status_stream"),
     "downloading": (lambda s: (setattr(s, "stall_s", 3.0), s.add_fault("file", "stall")), "file"),
 }
 
