@@ -12,8 +12,8 @@ object with the headline figures.
 
     --n N        repetitions behind each timing median (default 5)
     --quick      fewer repetitions, smaller memory test (a smoke run, ~1 min)
-    --only A,B   run only some sections: overhead, batch, reuse, interrupt,
-                 import, codec, memory
+    --only A,B   run only some sections: overhead, batch, stream, list, reuse,
+                 interrupt, import, codec, memory
     --emulator thread   run the emulator on a thread of this process instead
                  (the old setup; for comparison only: it inflates the ratios)
 
@@ -275,11 +275,13 @@ class Bench:
                  f"{med(raw_t):.3f}  [{min(raw_t):.3f}..{max(raw_t):.3f}]")
         self.row("overhead", "node added (median s)", f"{med(node_t) - med(raw_t):+.3f}")
         self.row("overhead", "overhead_ratio (goal <= 1.05)", f"{ratio:.3f}")
-        self.row("overhead", "completion noticed after (median s): node / raw",
-                 f"{med(node_lag):.3f} / {med(raw_lag):.3f}")
+        self.row("overhead", "completion_notice_ms: fal done -> result asked for (median ms): "
+                 "node / raw", f"{med(node_lag) * 1000:.1f} / {med(raw_lag) * 1000:.1f}")
         self.row("overhead", "uploads per rep: node / raw (must be 1 / 1)",
                  f"{up_node / self.n:g} / {up_raw / self.n:g}")
         self.out["overhead_ratio"] = round(ratio, 3)
+        self.out["completion_notice_ms"] = round(med(node_lag) * 1000, 1)
+        self.out["completion_notice_ms_raw_fal_client"] = round(med(raw_lag) * 1000, 1)
         self.out["overhead_node_s"] = round(med(node_t), 3)
         self.out["overhead_raw_s"] = round(med(raw_t), 3)
 
@@ -288,14 +290,14 @@ class Bench:
         reps = max(3, self.n - 2)
         frames = photo_like(1024, 1024, batch=8, seed=1)
         single = frames[:1].clone()
-        s8 = self.FalSettings(concurrency=8, cache="off")
-        s4 = self.FalSettings(cache="off")          # the default concurrency, 4
-        times = {"b1": [], "b8c8": [], "b8c4": []}
+        default = self.FalSettings(cache="off")          # the default concurrency
+        c4 = self.FalSettings(concurrency=4, cache="off")  # the old default, for comparison
+        labels = {"b1": (single, default), "b8": (frames, default), "b8c4": (frames, c4)}
+        times = {k: [] for k in labels}
+        at_fal = {k: [] for k in labels}                 # submit -> finished, per request
         peak_live = {}
-        at_fal = {"b1": [], "b8c8": [], "b8c4": []}   # submit -> finished, per request
         for i in range(reps):
-            for label, img, settings in (("b1", single, s8), ("b8c8", frames, s8),
-                                         ("b8c4", frames, s4)):
+            for label, (img, settings) in labels.items():
                 self.caches.clear()
                 mark = self.log_mark()
                 t0 = time.perf_counter()
@@ -307,32 +309,88 @@ class Bench:
                 ids = {s["request_id"] for s in subs}
                 fin = {e["request_id"]: e["t"] for e in self.since(mark, "finished", entries)
                        if e["request_id"] in ids}
-                ends = list(fin.values())
                 at_fal[label] += [fin[s["request_id"]] - s["t"] for s in subs
                                   if s["request_id"] in fin]
-                # how many requests were at fal at once
-                edges = sorted([(s["t"], 1) for s in subs] + [(t, -1) for t in ends])
-                live = best = 0
-                for _, d in edges:
-                    live += d
-                    best = max(best, live)
-                peak_live[label] = max(peak_live.get(label, 0), best)
-        r8 = med(times["b8c8"]) / med(times["b1"])
+                peak_live[label] = max(peak_live.get(label, 0), _peak_overlap(subs, fin))
+        r8 = med(times["b8"]) / med(times["b1"])
         r4 = med(times["b8c4"]) / med(times["b1"])
+        d = self.FalSettings().concurrency
         self.row("batch", f"batch of 1, 1 MP, fal latency {LATENCY_S:g}s (median s)",
                  f"{med(times['b1']):.3f}")
-        self.row("batch", "batch of 8, concurrency=8 (median s)",
-                 f"{med(times['b8c8']):.3f}  (peak {peak_live['b8c8']} at fal)")
-        self.row("batch", "batch of 8, default concurrency=4 (median s)",
+        self.row("batch", f"batch of 8, default settings (concurrency={d}) (median s)",
+                 f"{med(times['b8']):.3f}  (peak {peak_live['b8']} at fal)")
+        self.row("batch", "batch of 8, concurrency=4 (median s)",
                  f"{med(times['b8c4']):.3f}  (peak {peak_live['b8c4']} at fal)")
-        self.row("batch", "time at fal per request, submit -> finished (median s): 1 / 8c8 / 8c4",
-                 " / ".join(f"{med(at_fal[k]):.3f}" for k in ("b1", "b8c8", "b8c4")))
-        self.row("batch", "batch8_over_single, concurrency=8 (goal <= 1.3; JSON)", f"{r8:.3f}")
-        self.row("batch", "batch8_over_single, default concurrency=4", f"{r4:.3f}")
+        self.row("batch", "time at fal per request, submit -> finished (median s): 1 / 8 / 8c4",
+                 " / ".join(f"{med(at_fal[k]):.3f}" for k in labels))
+        self.row("batch", "batch8_over_single, default settings (goal <= 1.2; JSON)", f"{r8:.3f}")
+        self.row("batch", "batch8_over_single, concurrency=4", f"{r4:.3f}")
         self.out["batch8_over_single"] = round(r8, 3)
-        self.out["batch8_over_single_concurrency"] = 8
-        self.out["batch8_over_single_default4"] = round(r4, 3)
+        self.out["batch8_over_single_default_concurrency"] = d
+        self.out["batch8_over_single_concurrency4"] = round(r4, 3)
         self.batch_reps = reps
+
+    def stream(self) -> None:
+        """How many status requests a job costs: fal pushes status changes on its stream."""
+        job_s = 12.0
+        self.fresh_emulator(latency_s=job_s, progress_steps=6)
+        image = photo_like(256, 256, batch=2, seed=5)
+        mark = self.log_mark()
+        t0 = time.perf_counter()
+        self.run_node(image, settings=self.FalSettings(cache="off"), seed=3)
+        wall = time.perf_counter() - t0
+        entries = self.emu.log(mark)
+        jobs = len(self.since(mark, "submit", entries))
+        streams = len(self.since(mark, "status_stream", entries))
+        polls = len(self.since(mark, "status", entries))
+        per_job = (streams + polls) / jobs
+        lag = self.detect_lag(entries)
+        self.row("stream", f"{jobs} jobs of {job_s:g}s: status streams / status polls",
+                 f"{streams} / {polls}  ({wall:.1f}s)")
+        self.row("stream", "status_requests_per_job (goal <= 3; JSON)", f"{per_job:g}")
+        self.row("stream", "completion noticed after (median ms) on a long job",
+                 f"{med(lag) * 1000:.1f}")
+        self.out["status_requests_per_job"] = round(per_job, 2)
+
+    def list_input(self) -> None:
+        """A list input: ComfyUI calls the node once per item, all at once on one loop."""
+        latency = 2.0
+        count = 16 if self.args.quick else 64
+        self.fresh_emulator(latency_s=latency, max_concurrency=None)
+        sides = [(384 + 32 * (i % 5), 320 + 32 * (i % 3)) for i in range(count)]
+        images = [photo_like(w, h, seed=100 + i) for i, (w, h) in enumerate(sides)]
+        settings = self.FalSettings(concurrency=count, cache="off")
+
+        async def comfy_list(imgs):
+            node = self.node()
+            calls = [getattr(node, node.FUNCTION)(image=img, settings=settings, seed=i)
+                     for i, img in enumerate(imgs)]
+            return await asyncio.gather(*calls)
+
+        asyncio.run(comfy_list(images[:1]))               # warm-up
+        single, many = [], []
+        for _ in range(max(2, self.n - 2)):
+            self.caches.clear()
+            t0 = time.perf_counter()
+            asyncio.run(comfy_list(images[:1]))
+            single.append(time.perf_counter() - t0)
+            self.caches.clear()
+            mark = self.log_mark()
+            t0 = time.perf_counter()
+            outs = asyncio.run(comfy_list(images))
+            many.append(time.perf_counter() - t0)
+            assert len(outs) == count
+            entries = self.emu.log(mark)
+            subs = self.since(mark, "submit", entries)
+            fin = {e["request_id"]: e["t"] for e in self.since(mark, "finished", entries)}
+            peak = _peak_overlap(subs, fin)
+        ratio = med(many) / med(single)
+        self.row("list", f"list of 1, fal latency {latency:g}s (median s)", f"{med(single):.3f}")
+        self.row("list", f"list of {count} images of 5 sizes, concurrency={count} (median s)",
+                 f"{med(many):.3f}  (peak {peak} at fal)")
+        self.row("list", f"list{count}_over_single (goal <= 1.5; JSON)", f"{ratio:.3f}")
+        self.out[f"list{count}_over_single"] = round(ratio, 3)
+        self.out[f"list{count}_s"] = round(med(many), 3)
 
     def reuse(self) -> None:
         self.fresh_emulator(latency_s=0.05)
@@ -541,6 +599,18 @@ class Bench:
             self.out["peak_rss_note"] = "--quick: 1 MP frames, not 4 MP"
 
 
+def _peak_overlap(submits: list, finished: dict) -> int:
+    """The most requests at fal at once, from submit and finish times."""
+    edges = sorted([(s["t"], 1) for s in submits] +
+                   [(t, -1) for rid, t in finished.items()
+                    if rid in {s["request_id"] for s in submits}])
+    live = best = 0
+    for _, change in edges:
+        live += change
+        best = max(best, live)
+    return best
+
+
 # -- memory child ---------------------------------------------------------------
 
 def _status_kb(field: str) -> int:
@@ -598,7 +668,8 @@ def memory_child(side: int) -> None:
 
 # -- main -------------------------------------------------------------------------
 
-SECTIONS = ("overhead", "batch", "reuse", "interrupt", "import", "codec", "memory")
+SECTIONS = ("overhead", "batch", "stream", "list", "reuse", "interrupt", "import", "codec",
+            "memory")
 
 
 def main() -> int:
@@ -627,7 +698,7 @@ def main() -> int:
         for name in SECTIONS:
             if name in only:
                 log(f"-- {name}")
-                getattr(bench, "import_time" if name == "import" else name)()
+                getattr(bench, {"import": "import_time", "list": "list_input"}.get(name, name))()
     finally:
         bench.stop()
     bench.out["n"] = args.n

@@ -110,8 +110,11 @@ class FalSettingsNode:
         d = DEFAULT_SETTINGS
         return {
             "required": {
-                "concurrency": ("INT", {"default": d.concurrency, "min": 1, "max": 32, "tooltip":
-                                        "How many fal requests of one node run at once."}),
+                "concurrency": ("INT", {"default": d.concurrency, "min": 1, "max": 128, "tooltip":
+                                        "How many fal requests may be in flight at once, counting "
+                                        "every fal node call in ComfyUI (a list input calls a "
+                                        "node once per item). Past your fal account's own limit, "
+                                        "fal queues requests itself."}),
                 "timeout_s": ("INT", {"default": int(d.timeout_s), "min": 10, "max": 7200,
                                       "tooltip": "Seconds one request may take (queue + run) "
                                                  "before it is cancelled and the node fails."}),

@@ -29,7 +29,9 @@ class FalKeyRef:
 @dataclass(frozen=True)
 class FalSettings:
     key: FalKeyRef = FalKeyRef()
-    concurrency: int = 4
+    # fal requests in flight at once, for the whole process (see concurrency.py). 8 makes a
+    # batch of 8 one round; fal queues what passes an account's limit on its side.
+    concurrency: int = 8
     timeout_s: float = 600.0
     nsfw_policy: str = "error"
     upload_format: str = "png"
