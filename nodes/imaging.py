@@ -7,7 +7,7 @@ import hashlib
 import io
 import struct
 import zlib
-from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,16 +31,64 @@ PNG_COMPRESS_LEVEL = 1
 JPEG_QUALITY = 95
 
 
-@dataclass
-class PreparedImage:
-    """One input frame, ready to upload: 8-bit RGB pixels and their identity."""
+_pixel_pool = None
 
-    pixels: np.ndarray        # H x W x 3 uint8, C-contiguous
-    digest: str               # hash of the pixels; equal pixels -> equal digest
-    downscaled_from: tuple[int, int] | None = None   # (w, h) before fitting the limits
+
+async def pixel_work(fn, *args):
+    """Run CPU-heavy pixel work (convert, hash, encode, decode) off the event loop, on as
+    many threads as there are cores. More threads would not finish sooner, and each one
+    keeps its own malloc arena of image-sized buffers: a batch of 4 MP frames on the
+    default executor's threads held twice the memory."""
+    import asyncio
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    global _pixel_pool
+    if _pixel_pool is None:
+        _pixel_pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                                         thread_name_prefix="fal-pixels")
+    return await asyncio.get_running_loop().run_in_executor(_pixel_pool, fn, *args)
+
+
+class PreparedImage:
+    """One input frame, ready to upload: 8-bit RGB pixels and their identity.
+
+    An image made by `prepare_frames` holds no pixels between its planning and its
+    upload (most are never uploaded: fal has them already, or the result is cached);
+    it derives them again from its IMAGE tensor when asked, and `release()` lets
+    them go after the upload, so a batch's 8-bit copy is never held whole.
+    """
+
+    def __init__(self, pixels: np.ndarray | None, digest: str,
+                 downscaled_from: tuple[int, int] | None = None, *,
+                 size: tuple[int, int] | None = None,
+                 source: "Callable[[], np.ndarray] | None" = None) -> None:
+        self._pixels = pixels
+        self.digest = digest                  # hash of the pixels; equal pixels, equal digest
+        self.downscaled_from = downscaled_from   # (w, h) before fitting the limits
+        self._size = size
+        self._source = source                 # derives the pixels again, for release()
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """H x W x 3 uint8, C-contiguous."""
+        if self._pixels is None:
+            assert self._source is not None, "released pixels with no way to derive them"
+            self._pixels = self._source()
+        return self._pixels
+
+    @pixels.setter
+    def pixels(self, value: np.ndarray) -> None:
+        self._pixels, self._source, self._size = value, None, None   # now the only copy
+
+    def release(self) -> None:
+        if self._source is not None:
+            self._pixels = None
 
     @property
     def size(self) -> tuple[int, int]:
+        if self._size is not None:
+            return self._size
         return self.pixels.shape[1], self.pixels.shape[0]
 
 
@@ -57,6 +105,40 @@ def frames_to_uint8(images: torch.Tensor, where: str) -> np.ndarray:
     Values slightly outside 0..1 (common after resampling) are clipped, as
     ComfyUI's own save path does; NaN or infinity is an error, not a silent black.
     """
+    images = _checked_batch(images, where)
+    count, height, width = images.shape[:3]
+    out = np.empty((count, height, width, 3), dtype=np.uint8)
+    scratch = np.empty((height, width, 3), dtype=np.float32)
+    for i in range(count):
+        _frame_to_uint8(images, i, where, out[i], scratch)
+    return out
+
+
+def prepare_frames(images: torch.Tensor, where: str, limits: ImageLimits) -> list[PreparedImage]:
+    """Every frame of an IMAGE batch, checked, fitted to `limits` and hashed, one frame
+    at a time; the images keep no pixels until they are uploaded (see PreparedImage)."""
+    images = _checked_batch(images, where)
+    height, width = images.shape[1:3]
+    scratch = np.empty((height, width, 3), dtype=np.float32)
+
+    frame = np.empty((height, width, 3), dtype=np.uint8)
+    prepared = []
+    for i in range(images.shape[0]):
+        _frame_to_uint8(images, i, where, frame, scratch)
+        pixels, original = _fit(frame, limits)
+        prepared.append(PreparedImage(
+            None, pixel_digest(pixels), original, size=(pixels.shape[1], pixels.shape[0]),
+            source=lambda i=i: _frame_again(images, i, where, limits)))
+    return prepared
+
+
+def _frame_again(images: torch.Tensor, i: int, where: str, limits: ImageLimits) -> np.ndarray:
+    frame = np.empty((*images.shape[1:3], 3), dtype=np.uint8)
+    _frame_to_uint8(images, i, where, frame, None)
+    return _fit(frame, limits)[0]
+
+
+def _checked_batch(images: torch.Tensor, where: str) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise InputProblem(f"`{where}` is not an IMAGE; connect an IMAGE output")
     if images.ndim == 3:
@@ -68,32 +150,44 @@ def frames_to_uint8(images: torch.Tensor, where: str) -> np.ndarray:
     if channels not in (1, 2, 3, 4):
         raise InputProblem(f"`{where}` has {channels} channels per pixel; connect an IMAGE "
                            f"with 1 to 4 channels (IMAGE is [batch, height, width, channels])")
-    # One frame at a time in numpy, through one float scratch frame: torch's
-    # isfinite/mul/add on a whole batch cost ~55 ms per megapixel here and a
-    # full float32 copy of the batch; this is ~3 ms/MP and one frame of scratch.
-    # The arithmetic (x*255 + 0.5, clip, truncate) is the same, bit for bit.
-    count, height, width = images.shape[:3]
-    out = np.empty((count, height, width, 3), dtype=np.uint8)
-    scratch = np.empty((height, width, 3), dtype=np.float32)
-    for i in range(count):
-        frame = images[i].detach().to("cpu", torch.float32).numpy()  # a view if CPU float32
-        if not np.isfinite(frame).all():
-            raise InputProblem(f"`{where}` contains NaN or infinite pixel values; fix the node "
-                               f"that produced it")
-        # Drop alpha (IMAGE carries colour only; masks travel separately), grey -> RGB.
-        if channels in (2, 4):
-            frame = frame[..., : channels - 1]
-        if frame.shape[-1] == 1:
-            frame = np.broadcast_to(frame, (height, width, 3))
-        np.multiply(frame, np.float32(255.0), out=scratch)
-        np.add(scratch, np.float32(0.5), out=scratch)
-        np.clip(scratch, 0, 255, out=scratch)
-        np.copyto(out[i], scratch, casting="unsafe")
-    return out
+    return images
+
+
+def _frame_to_uint8(images: torch.Tensor, i: int, where: str, out: np.ndarray,
+                    scratch: np.ndarray | None) -> None:
+    """Frame i of a checked batch -> `out` (H x W x 3 uint8).
+
+    One frame at a time in numpy, through one float scratch frame: torch's
+    isfinite/mul/add on a whole batch cost ~55 ms per megapixel here and a
+    full float32 copy of the batch; this is ~3 ms/MP and one frame of scratch.
+    The arithmetic (x*255 + 0.5, clip, truncate) is the same, bit for bit.
+    """
+    height, width, channels = images.shape[1:]
+    if scratch is None:
+        scratch = np.empty((height, width, 3), dtype=np.float32)
+    frame = images[i].detach().to("cpu", torch.float32).numpy()  # a view if CPU float32
+    if not np.isfinite(frame).all():
+        raise InputProblem(f"`{where}` contains NaN or infinite pixel values; fix the node "
+                           f"that produced it")
+    # Drop alpha (IMAGE carries colour only; masks travel separately), grey -> RGB.
+    if channels in (2, 4):
+        frame = frame[..., : channels - 1]
+    if frame.shape[-1] == 1:
+        frame = np.broadcast_to(frame, (height, width, 3))
+    np.multiply(frame, np.float32(255.0), out=scratch)
+    np.add(scratch, np.float32(0.5), out=scratch)
+    np.clip(scratch, 0, 255, out=scratch)
+    np.copyto(out, scratch, casting="unsafe")
 
 
 def prepare(frame: np.ndarray, limits: ImageLimits) -> PreparedImage:
     """Fit one frame into an endpoint's limits (aspect ratio kept) and hash it."""
+    fitted, original = _fit(frame, limits)
+    return PreparedImage(np.ascontiguousarray(fitted), pixel_digest(fitted), original)
+
+
+def _fit(frame: np.ndarray, limits: ImageLimits) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """The frame scaled down (aspect kept) to fit `limits`, and its size before, if it was."""
     h, w = frame.shape[:2]
     scale = 1.0
     if limits.max_side and max(w, h) > limits.max_side:
@@ -107,8 +201,8 @@ def prepare(frame: np.ndarray, limits: ImageLimits) -> PreparedImage:
         while (limits.max_side and max(new) > limits.max_side) or \
                 (limits.max_pixels and new[0] * new[1] > limits.max_pixels):
             new = (max(1, new[0] - 1), max(1, new[1] - 1))   # rounding overshot a limit
-        frame = np.asarray(Image.fromarray(frame).resize(new, Image.LANCZOS))
-    return PreparedImage(np.ascontiguousarray(frame), pixel_digest(frame), original)
+        frame = np.ascontiguousarray(Image.fromarray(frame).resize(new, Image.LANCZOS))
+    return frame, original
 
 
 def encode(image: PreparedImage, fmt: str, max_bytes: int | None = None) -> tuple[bytes, str]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from . import imaging
 from .caches import caches, request_key
 from .concurrency import budget, loop_clients
 from .endpoints import Endpoint
@@ -82,7 +83,8 @@ class Run:
     # the run, top to bottom -----------------------------------------------
     async def execute(self, payload: dict[str, Any], image_inputs: list[Any]) -> RunOutcome:
         try:
-            self.items = plan_items(self.endpoint, payload, image_inputs, self.settings)
+            self.items = await imaging.pixel_work(plan_items, self.endpoint, payload,
+                                                  image_inputs, self.settings)
             self.key = resolve_key(self.settings.key)
         except (InputProblem, MissingKey) as exc:
             raise self.fail(str(exc)) from None

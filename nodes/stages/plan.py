@@ -59,16 +59,15 @@ def build_payload(endpoint: Endpoint, values: dict[str, Any]) -> dict[str, Any]:
 
 def plan_items(endpoint: Endpoint, payload: dict[str, Any], image_inputs: list[Any],
                settings: FalSettings) -> list[WorkItem]:
-    """Split the inputs into requests and fit every image into the endpoint's limits."""
+    """Split the inputs into requests and fit every image into the endpoint's limits.
+    CPU work (every frame converted and hashed): run it with imaging.pixel_work."""
     socket_names = ["image"] if not endpoint.multi_image_sockets else \
         [f"image_{i + 1}" for i in range(len(image_inputs))]
     groups: list[list[imaging.PreparedImage]] = []
     for name, tensor in zip(socket_names, image_inputs):
         if tensor is None:
             continue
-        frames = imaging.frames_to_uint8(tensor, name)
-        prepared = [imaging.prepare(f, endpoint.limits) for f in frames]
-        groups.append(prepared)
+        groups.append(imaging.prepare_frames(tensor, name, endpoint.limits))
     if not groups:
         raise InputProblem("no image is connected; connect an IMAGE to `image_1`")
     if endpoint.multi_image_sockets:

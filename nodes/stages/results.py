@@ -45,7 +45,7 @@ class ResultFiles:
         urls = [f["url"] for f in files]
         blobs = await asyncio.gather(*(self._download(u) for u in urls))
         try:
-            frames = await asyncio.gather(*(asyncio.to_thread(self._decode, b, u)
+            frames = await asyncio.gather(*(imaging.pixel_work(self._decode, b, u)
                                             for b, u in zip(blobs, urls)))
         except (OSError, ValueError):   # PIL.UnidentifiedImageError is an OSError
             raise ItemFailed("fal sent a result file that is not a readable image; run the node "

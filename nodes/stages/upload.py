@@ -64,7 +64,8 @@ class Uploads:
             # The upload token's round trip overlaps the encoding instead of following it.
             self._token = asyncio.create_task(self.client.prefetch_upload_token())
         fmt = self.upload_format
-        data, mime = await asyncio.to_thread(imaging.encode, image, fmt, self.limits.max_bytes)
+        data, mime = await imaging.pixel_work(imaging.encode, image, fmt, self.limits.max_bytes)
+        image.release()       # a batch's pixels are never all held at once
         name = f"comfyui-{image.digest[:12]}.{'jpg' if fmt == 'jpeg' else 'png'}"
         url = await self.client.upload(data, mime, file_name=name)
         self.done += 1
