@@ -96,7 +96,8 @@ class Run:
         if pending:
             await self._call_fal(pending)
 
-        answer = assemble(self.items, self.settings, self.fail)
+        # Off the loop: stacking a batch of 4 MP frames copies hundreds of MB.
+        answer = await imaging.pixel_work(assemble, self.items, self.settings, self.fail)
         outcome = self._outcome(answer.images, answer.urls, answer.notes)
         self.report(force=True, final=outcome.status)
         return outcome
