@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,55 @@ FALLBACK_PRICES: dict[str, tuple[float, str]] = {
 
 
 @dataclass(frozen=True)
+class PriceRule:
+    """An input that changes what one request costs, as data.
+
+    Either `per_value`: the request buys that many units (num_images: fal bills every image
+    it makes), or a `multiplier` on the unit price when the input's value is one of `equals`
+    or starts with `prefix` (Recraft's vector styles cost twice as much). The runtime
+    (estimate, ledger, spend guard) and the front end's badge (web/lib/price.js, from
+    GET /fal/prices) apply the same rules.
+    """
+    field: str
+    per_value: bool = False
+    multiplier: float = 1.0
+    equals: tuple[str, ...] = ()
+    prefix: str = ""
+    why: str = ""
+
+    def matches(self, value: Any) -> bool:
+        text = str(value)
+        return text in self.equals or bool(self.prefix) and text.startswith(self.prefix)
+
+    def as_json(self) -> dict[str, Any]:
+        if self.per_value:
+            return {"field": self.field, "per_value": True, "why": self.why}
+        out: dict[str, Any] = {"field": self.field, "multiplier": self.multiplier, "why": self.why}
+        if self.equals:
+            out["equals"] = list(self.equals)
+        if self.prefix:
+            out["prefix"] = self.prefix
+        return out
+
+
+# Every endpoint: fal bills each image a request makes.
+COMMON_PRICE_RULES: tuple[PriceRule, ...] = (
+    PriceRule("num_images", per_value=True, why="images per request"),
+)
+# Endpoints whose price depends on an input, by endpoint id (fal's model pages).
+PRICE_RULES: dict[str, tuple[PriceRule, ...]] = {
+    # "Vector images cost 2X as much": `vector_illustration` and its sub-styles.
+    "fal-ai/recraft/v3/image-to-image": (
+        PriceRule("style", multiplier=2.0, prefix="vector_illustration", why="vector style"),
+    ),
+}
+
+
+def price_rules(endpoint_id: str) -> tuple[PriceRule, ...]:
+    return COMMON_PRICE_RULES + PRICE_RULES.get(endpoint_id, ())
+
+
+@dataclass(frozen=True)
 class Price:
     unit_price: float
     unit: str            # "image", "megapixel", ...
@@ -55,6 +105,8 @@ class Estimate:
     units: float
     price: Price | None
     cached_items: int = 0
+    multipliers: tuple[float, ...] = ()   # the price rules' factors, one per distinct value
+    why: str = ""                          # what made the price differ, e.g. "vector style"
 
     @property
     def exact(self) -> bool:
@@ -66,8 +118,36 @@ class Estimate:
             return "price unknown"
         mark = "" if self.exact else " (estimate)"
         unit = "MP" if self.price.per_megapixel else "image"
-        return (f"≈ ${self.total:.3f}{mark} · {self.units:g} {unit} × "
-                f"${self.price.unit_price:g}")
+        each = f"${self.price.unit_price:g}"
+        factors = [m for m in self.multipliers if m != 1.0]
+        if len(self.multipliers) == 1 and factors:
+            each = (f"${self.price.unit_price * factors[0]:g} ({self.why}: {factors[0]:g} × "
+                    f"${self.price.unit_price:g})")
+        elif factors:
+            each += f", up to × {max(factors):g} ({self.why})"
+        return f"≈ ${self.total:.3f}{mark} · {self.units:g} {unit} × {each}"
+
+
+def request_price(endpoint_id: str, payload: Mapping[str, Any], megapixels: float,
+                  per_megapixel: bool) -> tuple[float, float, str]:
+    """One request -> (units fal bills, multiplier on the unit price, why it differs)."""
+    units, multiplier, why = 1.0, 1.0, []
+    for rule in price_rules(endpoint_id):
+        if rule.field not in payload:
+            continue
+        value = payload[rule.field]
+        if rule.per_value:
+            try:
+                units *= max(1, int(value))
+            except (TypeError, ValueError):
+                pass
+        elif rule.matches(value):
+            multiplier *= rule.multiplier
+            why.append(rule.why or f"{rule.field} {value}")
+    if per_megapixel:
+        # fal bills the output's megapixels; an edit's output is about its input's size.
+        units *= max(megapixels, 0.01)
+    return units, multiplier, ", ".join(why)
 
 
 class PriceBook:
@@ -123,7 +203,9 @@ class PriceBook:
         for endpoint in ENDPOINTS:
             price = self.price(endpoint.endpoint_id)
             if price is not None:
-                out[endpoint.endpoint_id] = asdict(price)
+                out[endpoint.endpoint_id] = {
+                    **asdict(price),
+                    "rules": [r.as_json() for r in price_rules(endpoint.endpoint_id)]}
         return out
 
     async def refresh(self, key: str, base_url: str = "", endpoint_ids: list[str] | None = None,
@@ -168,17 +250,27 @@ class PriceBook:
             self._loaded_disk = False
 
 
-def estimate(endpoint_id: str, requests: list[tuple[int, float]], price: Price | None,
-             cached_items: int = 0) -> Estimate:
-    """requests: (images asked for, input megapixels) per request that will be paid."""
+def estimate(endpoint_id: str, requests: Iterable[tuple[Mapping[str, Any] | int, float]],
+             price: Price | None, cached_items: int = 0) -> Estimate:
+    """requests: (payload, input megapixels) per request that will be paid; the endpoint's
+    price rules (num_images, Recraft's vector styles, ...) read the payload."""
     if price is None:
         return Estimate(0.0, 0.0, None, cached_items)
-    if price.per_megapixel:
-        # fal bills the output's megapixels; an edit's output is about its input's size.
-        units = sum(n * max(mp, 0.01) for n, mp in requests)
-    else:
-        units = float(sum(n for n, _ in requests))
-    return Estimate(round(units * price.unit_price, 6), round(units, 4), price, cached_items)
+    units = total = 0.0
+    multipliers: list[float] = []
+    whys: list[str] = []
+    for payload, megapixels in requests:
+        if not isinstance(payload, Mapping):
+            payload = {"num_images": payload}
+        n, multiplier, why = request_price(endpoint_id, payload, megapixels, price.per_megapixel)
+        units += n
+        total += n * price.unit_price * multiplier
+        if multiplier not in multipliers:
+            multipliers.append(multiplier)
+        if why and why not in whys:
+            whys.append(why)
+    return Estimate(round(total, 6), round(units, 4), price, cached_items, tuple(multipliers),
+                    ", ".join(whys))
 
 
 @dataclass

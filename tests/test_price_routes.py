@@ -114,8 +114,8 @@ async def test_stale_prices_are_refreshed_in_the_background(client, seen, emulat
 
     status, body = await get(client, seen, "/fal/prices")
     assert body["fresh"] is True and body["refreshing"] is False
-    assert body["prices"][COLOR] == {"unit_price": 0.05, "unit": "image", "source": "fal"}
-    assert body["prices"][FLUX] == {"unit_price": 0.03, "unit": "megapixel", "source": "fal"}
+    assert body["prices"][COLOR].items() >= {"unit_price": 0.05, "unit": "image", "source": "fal"}.items()
+    assert body["prices"][FLUX].items() >= {"unit_price": 0.03, "unit": "megapixel", "source": "fal"}.items()
     assert pricing.prices.path().exists()            # kept on disk for a day
     # Fresh prices: no more calls.
     await get(client, seen, "/fal/prices")

@@ -414,13 +414,14 @@ function priceBadgeFor(node) {
   const info = answer?.nodes?.[node.type];
   if (!answer || !info) return null;
   const row = answer.prices?.[info.endpoint_id];
-  const price = row ? { unitPrice: row.unit_price, unit: row.unit, source: row.source } : null;
+  const price = row ? { unitPrice: row.unit_price, unit: row.unit, source: row.source, rules: row.rules } : null;
   const last = node.falLastRun;
   return formatPriceBadge(price, {
     // Before a run the front end can't know an upstream batch: 1 request per input image.
     images: info.multi ? 1 : (last?.items ?? 1),
     multi: info.multi,
-    numImages: widgetValue(node, "num_images") ?? 1,
+    // The price rules (num_images, Recraft's vector styles, ...) read the widget values.
+    inputs: Object.fromEntries((node.widgets ?? []).map((w) => [w.name, w.value])),
     megapixels: last?.megapixels ?? null,
   });
 }

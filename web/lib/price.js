@@ -1,8 +1,13 @@
 // Price badges on fal nodes and the spend view. Pure functions, no ComfyUI imports,
 // so `node --test web/tests/` checks them.
 //
-// A price is what GET /fal/prices sends per endpoint: {unit_price, unit, source}, source
-// "fal" (fal's Platform API) or "fallback" (the table shipped with the pack).
+// A price is what GET /fal/prices sends per endpoint: {unit_price, unit, source, rules}, source
+// "fal" (fal's Platform API) or "fallback" (the table shipped with the pack). `rules` are the
+// server's price rules (nodes/pricing.py PriceRule), applied here to the node's widget values
+// exactly as the server applies them to a request's payload:
+//   {field, per_value: true}                       the request buys that many units (num_images)
+//   {field, multiplier, equals?: [...], prefix?}   the unit price times `multiplier` when the
+//                                                  value is one of `equals` or starts with `prefix`
 
 const PER_IMAGE = new Set(["image", "images"]);
 const PER_MEGAPIXEL = new Set(["megapixel", "megapixels", "mp"]);
@@ -29,19 +34,51 @@ function count(value, fallback = 1) {
   return Number.isFinite(n) && n >= 1 ? n : fallback;
 }
 
+// Without rules from the server: fal bills every image a request makes.
+const DEFAULT_RULES = [{ field: "num_images", per_value: true }];
+
+function ruleMatches(rule, value) {
+  const text = String(value);
+  if (Array.isArray(rule.equals) && rule.equals.map(String).includes(text)) return true;
+  return Boolean(rule.prefix) && text.startsWith(String(rule.prefix));
+}
+
+/**
+ * One request's price rules on the node's inputs -> {perRequest, multiplier, why}:
+ * units per request (before megapixels) and the factor on the unit price.
+ */
+export function applyPriceRules(rules, inputs = {}) {
+  let perRequest = 1;
+  let multiplier = 1;
+  const why = [];
+  for (const rule of Array.isArray(rules) ? rules : DEFAULT_RULES) {
+    if (!rule || !Object.prototype.hasOwnProperty.call(inputs, rule.field)) continue;
+    const value = inputs[rule.field];
+    if (rule.per_value) {
+      perRequest *= count(value);
+    } else if (ruleMatches(rule, value)) {
+      const factor = Number(rule.multiplier);
+      if (Number.isFinite(factor) && factor >= 0) multiplier *= factor;
+      why.push(rule.why || `${rule.field} ${value}`);
+    }
+  }
+  return { perRequest, multiplier, why: why.join(", ") };
+}
+
 /**
  * What one run of a fal node will cost, before it runs.
  *
- * price: {unitPrice, unit, source} (or the route's {unit_price, ...}); null when unknown.
+ * price: {unitPrice, unit, source, rules} (or the route's {unit_price, ...}); null when unknown.
  * images: requests the node makes (one per input image; Kontext multi: `multi` makes it one).
- * numImages: the node's num_images widget (images fal makes per request).
+ * inputs: the node's widget values by name, read by the price rules (num_images, style, ...).
+ * numImages: shorthand for inputs.num_images (images fal makes per request).
  * megapixels: input megapixels per request when known (after a run); 1 MP is assumed before.
  * cached: requests a cache will answer (no charge).
  *
- * -> {total, units, unitLabel, estimate, known, text, title}
+ * -> {total, units, unitLabel, unitPrice, multiplier, why, estimate, known, ...}
  */
-export function estimateRun(price, { images = 1, numImages = 1, multi = false, megapixels = null,
-  cached = 0 } = {}) {
+export function estimateRun(price, { images = 1, numImages = 1, inputs = {}, multi = false,
+  megapixels = null, cached = 0 } = {}) {
   const unitPrice = Number(price?.unitPrice ?? price?.unit_price);
   const unit = String(price?.unit ?? "").trim().toLowerCase();
   const source = price?.source ?? "fallback";
@@ -50,20 +87,25 @@ export function estimateRun(price, { images = 1, numImages = 1, multi = false, m
   }
   const requests = multi ? 1 : count(images);
   const paid = Math.max(0, requests - Math.max(0, Math.floor(Number(cached) || 0)));
-  const outputs = paid * count(numImages);
+  const { perRequest, multiplier, why } = applyPriceRules(price.rules,
+    { num_images: numImages, ...inputs });
+  const outputs = paid * perRequest;
+  const rule = { multiplier, why, basePrice: unitPrice };
   if (PER_IMAGE.has(unit)) {
-    return { total: outputs * unitPrice, units: outputs, unitLabel: "image", unitPrice,
-      estimate: source !== "fal", known: true, perMegapixel: false, source };
+    return { total: outputs * unitPrice * multiplier, units: outputs, unitLabel: "image",
+      unitPrice: unitPrice * multiplier, ...rule, estimate: source !== "fal", known: true,
+      perMegapixel: false, source };
   }
   if (PER_MEGAPIXEL.has(unit)) {
     const mp = Number(megapixels) > 0 ? Number(megapixels) : 1;
     const units = Math.round(outputs * mp * 100) / 100;
-    return { total: units * unitPrice, units, unitLabel: "MP", unitPrice, estimate: true,
-      known: true, perMegapixel: true, assumedSize: !(Number(megapixels) > 0), source };
+    return { total: units * unitPrice * multiplier, units, unitLabel: "MP",
+      unitPrice: unitPrice * multiplier, ...rule, estimate: true, known: true, perMegapixel: true,
+      assumedSize: !(Number(megapixels) > 0), source };
   }
   // A unit this pack does not know (per second, per request, ...): show the unit price only.
-  return { total: null, units: null, unitLabel: unit || "unit", unitPrice, estimate: true,
-    known: true, source };
+  return { total: null, units: null, unitLabel: unit || "unit", unitPrice: unitPrice * multiplier,
+    ...rule, estimate: true, known: true, source };
 }
 
 /**
@@ -84,13 +126,18 @@ export function formatPriceBadge(price, options = {}) {
     why.push(run.assumedSize ? "fal bills per megapixel; 1 MP per image assumed until the node ran"
       : "fal bills per megapixel of the result; sized like the last run's input");
   }
+  if (run.multiplier !== 1) {
+    why.push(`${run.why}: ${run.multiplier} × ${formatUsd(run.basePrice)} per ${run.unitLabel}`);
+  }
+  const reason = run.multiplier !== 1 ? ` (${run.why})` : "";
   if (run.total === null) {
     why.push(`fal bills per ${run.unitLabel}`);
-    return { text: `${formatUsd(run.unitPrice)}/${run.unitLabel}${tail}`, estimate: true, title: why.join("; ") };
+    return { text: `${formatUsd(run.unitPrice)}/${run.unitLabel}${reason}${tail}`, estimate: true, title: why.join("; ") };
   }
   const units = run.perMegapixel ? `${run.units} MP × ${formatUsd(run.unitPrice)}/MP`
     : `${plural(run.units, "image")} × ${formatUsd(run.unitPrice)}`;
-  return { text: `≈ ${formatUsd(run.total)} · ${units}${tail}`, estimate: run.estimate, title: why.join("; ") };
+  return { text: `≈ ${formatUsd(run.total)} · ${units}${reason}${tail}`, estimate: run.estimate,
+    title: why.join("; ") };
 }
 
 function first(value) {

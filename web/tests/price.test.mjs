@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  estimateRun, formatClock, formatLastRun, formatPriceBadge, formatUsd, lastRunFromOutput,
+  applyPriceRules, estimateRun, formatClock, formatLastRun, formatPriceBadge, formatUsd, lastRunFromOutput,
   priceSourceLine, spendView,
 } from "../lib/price.js";
 
@@ -136,4 +136,36 @@ test("where prices come from", () => {
   const shipped = { prices: { a: { source: "fallback" } }, fresh: false, fallback_date: "2026-11-26", refreshing: true };
   assert.match(priceSourceLine(shipped), /shipped with the pack of 2026-11-26 \(estimates\); asking fal/);
   assert.equal(priceSourceLine(null), "Prices not loaded yet.");
+});
+
+// The rules GET /fal/prices sends with Recraft V3's price (nodes/pricing.py PRICE_RULES).
+const recraft = {
+  unitPrice: 0.04, unit: "image", source: "fal",
+  rules: [{ field: "num_images", per_value: true, why: "images per request" },
+    { field: "style", multiplier: 2, prefix: "vector_illustration", why: "vector style" }],
+};
+
+test("price rules: Recraft's vector styles cost twice the raster price", () => {
+  const raster = formatPriceBadge(recraft, { images: 1, inputs: { style: "realistic_image" } });
+  assert.equal(raster.text, "≈ $0.04 · 1 image × $0.04");
+  const vector = formatPriceBadge(recraft, { images: 2, inputs: { style: "vector_illustration/line_art" } });
+  assert.equal(vector.text, "≈ $0.16 · 2 images × $0.08 (vector style)");
+  assert.match(vector.title, /vector style: 2 × \$0.04/);
+  assert.equal(estimateRun(recraft, { inputs: { style: "vector_illustration" } }).total, 0.08);
+  // Cached requests still cost nothing.
+  assert.equal(estimateRun(recraft, { images: 2, cached: 2, inputs: { style: "vector_illustration" } }).total, 0);
+});
+
+test("price rules are generic: equals, prefix, per_value and per-megapixel prices", () => {
+  const rules = [{ field: "resolution", multiplier: 4, equals: ["4K"], why: "4K" },
+    { field: "count", per_value: true }];
+  assert.deepEqual(applyPriceRules(rules, { resolution: "4K", count: 3 }),
+    { perRequest: 3, multiplier: 4, why: "4K" });
+  assert.deepEqual(applyPriceRules(rules, { resolution: "2K", count: "x" }),
+    { perRequest: 1, multiplier: 1, why: "" });
+  const perMp = { unitPrice: 0.02, unit: "megapixel", source: "fal", rules };
+  assert.equal(formatPriceBadge(perMp, { megapixels: 2, inputs: { resolution: "4K", count: 2 } }).text,
+    "≈ $0.32 · 4 MP × $0.08/MP (4K) · estimate");
+  // No rules from the server (an older one): num_images still counts.
+  assert.equal(formatPriceBadge(falImage, { inputs: { num_images: 2 } }).text, "≈ $0.08 · 2 images × $0.04");
 });
