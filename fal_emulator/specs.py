@@ -142,7 +142,8 @@ _SPECS = [
         "negative_prompt": _str(),
         "sync_mode": SYNC_MODE,
     }, imageops.recraft_posterize, "files", default_format="png",
-        image_limits=ImageLimits(16_000_000, 4096, 5 * 1024 * 1024)),
+        # "less than 5 MB": the stricter reading, 5,000,000 bytes (5 MiB is 5,242,880).
+        image_limits=ImageLimits(16_000_000, 4096, 5_000_000)),
     EndpointSpec("fal-ai/luma-photon/modify", {
         "prompt": _str(required=True, min_length=3, max_length=5000),
         "image_url": REQUIRED_IMAGE,

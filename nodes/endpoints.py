@@ -188,8 +188,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                   "What the image should not contain; empty sends none.", multiline=True,
                   max_length=1000),
         ),
-        # Recraft's page: under 5 MB, under 16 MP, max dimension under 4096 px.
-        limits=ImageLimits(max_side=4095, max_pixels=16_000_000 - 1, max_bytes=5 * 1024 * 1024 - 1),
+        # Recraft's page: under 5 MB, under 16 MP, max dimension under 4096 px. "5 MB" may be
+        # 5,000,000 bytes or 5 MiB: stay under both.
+        limits=ImageLimits(max_side=4095, max_pixels=16_000_000 - 1,
+                           max_bytes=min(5_000_000, 5 * 1024 * 1024) - 1),
     ),
     Endpoint(
         "fal-ai/luma-photon/modify", "FalLumaPhotonModify", "fal Luma Photon Modify",

@@ -342,3 +342,14 @@ def test_key_never_appears_in_outputs_errors_statuses_or_logs(fal, statuses, cap
     assert capture_logs, "no log records were captured: the scan would prove nothing"
     assert TEST_KEY not in haystack
     assert TEST_KEY[-12:] not in haystack
+
+
+def test_recraft_stays_under_5_mb_read_as_bytes_and_as_mib(fal, statuses):
+    # Recraft's "less than 5 MB" may mean 5,000,000 bytes: noise of 1300x1300 is ~5.07 MB as
+    # PNG, under 5 MiB but over 5,000,000 bytes (the emulator takes the stricter reading).
+    limit = BY_NODE["FalRecraftV3ImageToImage"].limits.max_bytes
+    assert limit < min(5_000_000, 5 * 1024 * 1024)
+    noise = torch.rand(1, 1300, 1300, 3, generator=torch.Generator().manual_seed(0))
+    run_node("FalRecraftV3ImageToImage", image=noise)
+    assert "downscaled" in statuses[-1]
+    assert fal.state.entries("upload")[0]["bytes"] < 5_000_000
