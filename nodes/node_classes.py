@@ -3,6 +3,7 @@ the fal Key and fal Settings nodes they share."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from . import keystore
@@ -88,6 +89,19 @@ class FalKey:
             "default": ENV_CHOICE,
             "tooltip": "A key saved with `python nodes/keystore.py add NAME` (or the fal "
                        "settings panel), or the FAL_KEY environment variable."})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, key_name: str) -> bool | str:
+        """A shared workflow may name a key this server lacks. Naming `key_name` here makes
+        ComfyUI skip its own "Value not in list" check for it, so the user reads which key
+        is missing and how to add it instead."""
+        if key_name == ENV_CHOICE or key_name in keystore.names():
+            return True
+        env = ("this server's FAL_KEY environment variable" if os.environ.get(keystore.ENV_KEY)
+               else "the FAL_KEY environment variable once it is set")
+        return (f"fal Key: this workflow uses a fal key named '{key_name}', which is not saved on "
+                f"this ComfyUI server; add your key under that name in Settings → fal, or pick "
+                f"'{ENV_CHOICE}' in this node to use {env}.")
 
     def choose(self, key_name: str) -> tuple:
         return (FalKeyRef(None if key_name == ENV_CHOICE else key_name),)
