@@ -18,6 +18,10 @@ if "server" in sys.modules:
         pass
     else:
         register_with_comfyui()
+    # The templates' Load Image nodes name the shipped samples: put them in ComfyUI's input
+    # folder (only where absent; local copies, errors only logged).
+    from .nodes.samples import copy_samples_to_input
+    copy_samples_to_input()
 
 WEB_DIRECTORY = "./web"
 
