@@ -99,7 +99,7 @@ class FalKey:
             return True
         env = ("this server's FAL_KEY environment variable" if os.environ.get(keystore.ENV_KEY)
                else "the FAL_KEY environment variable once it is set")
-        return (f"fal Key: this workflow uses a fal key named '{key_name}', which is not saved on "
+        return (f"this workflow uses a fal key named '{key_name}', which is not saved on "
                 f"this ComfyUI server; add your key under that name in Settings → fal, or pick "
                 f"'{ENV_CHOICE}' in this node to use {env}.")
 

@@ -34,7 +34,8 @@ def test_comfyui_leaves_the_key_name_check_to_the_node():
 
 def test_a_key_name_this_server_lacks_is_one_sentence_with_the_fix(keys):
     message = FalKey.VALIDATE_INPUTS(key_name="studio")
-    assert message == ("fal Key: this workflow uses a fal key named 'studio', which is not saved "
+    # ComfyUI puts the node and the input in front: "fal Key ... key_name - this workflow ..."
+    assert message == ("this workflow uses a fal key named 'studio', which is not saved "
                        "on this ComfyUI server; add your key under that name in Settings → fal, "
                        "or pick 'environment FAL_KEY' in this node to use the FAL_KEY environment "
                        "variable once it is set.")
