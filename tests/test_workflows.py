@@ -278,12 +278,29 @@ def execute_workflow(workflow: dict, after_node=None) -> Run:
 
 def test_the_templates_are_there():
     names = set(IDS)
-    assert len([n for n in names if n.startswith("fal_")]) == len(ENDPOINTS)
-    assert len([n for n in names if n.startswith("hybrid_")]) == 3
+    assert len([n for n in names if n.startswith("fal ")]) == len(ENDPOINTS)
+    assert len(names) == len(ENDPOINTS) + 3          # and three hybrid pipelines
     for path in WORKFLOWS:
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
         with Image.open(path.with_suffix(".jpg")) as thumb:
             assert thumb.format == "JPEG" and thumb.width >= 200
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_template_file_names_are_human_titles(name):
+    # ComfyUI's front end (1.27 and 1.58) shows a pack's template by its file name: as the
+    # title, and with - and _ turned into spaces as the description. No index file exists.
+    assert "_" not in name and "-" not in name, "the description would differ from the title"
+    assert " " in name and name[0].isalpha() and len(name) <= 30, "a short title of words"
+    # Safe in a URL path (the front end does not encode it) and as a Windows file name.
+    assert re.fullmatch(r"[A-Za-z0-9 .,]+", name) and not name.endswith((".", " "))
+
+
+def test_template_notes_point_to_settings_fal():
+    for path in WORKFLOWS:
+        notes = [n["widgets_values"][0] for n in load(path)["nodes"] if n["type"] == "Note"]
+        assert any("Settings → fal" in note for note in notes), path.name
+        assert not any("Copy example_workflows" in note for note in notes), path.name
 
 
 def test_every_endpoint_node_appears_in_a_workflow():
@@ -424,7 +441,7 @@ def test_workflow_runs_end_to_end_on_the_emulator(fal, path):
 
 
 def test_fal_to_fal_chain_uploads_once(fal):
-    wf = load(WORKFLOW_DIR / "hybrid_crop_remove_people_sharpen.json")
+    wf = load(WORKFLOW_DIR / "Crop, Remove People, Sharpen.json")
     uploads: dict[str, int] = {}
     run = execute_workflow(wf, after_node=lambda node, _: uploads.__setitem__(
         node["type"], fal.state.count("upload")))
@@ -441,7 +458,7 @@ def test_fal_to_fal_chain_uploads_once(fal):
 
 
 def test_batch_workflow_keeps_the_batch_whole(fal):
-    wf = load(WORKFLOW_DIR / "hybrid_batch_color_correction.json")
+    wf = load(WORKFLOW_DIR / "Batch Color Correction.json")
     run = execute_workflow(wf)
     (result,) = run.final_images()
     assert result.shape[0] == 2
@@ -451,7 +468,7 @@ def test_batch_workflow_keeps_the_batch_whole(fal):
 
 
 def test_composite_workflow_keeps_the_subject_as_shot(fal):
-    wf = load(WORKFLOW_DIR / "hybrid_background_change_keep_subject.json")
+    wf = load(WORKFLOW_DIR / "New Background, Same Person.json")
     run = execute_workflow(wf)
     (result,) = run.final_images()
     original, _ = _load_image("sample_portrait.png")
@@ -462,3 +479,10 @@ def test_composite_workflow_keeps_the_subject_as_shot(fal):
     fal_id = next(n["id"] for n in wf["nodes"] if n["type"] == "FalBackgroundChange")
     assert torch.allclose(result[0, :100, :200], run.outputs[fal_id][0][0, :100, :200], atol=0.02)
     assert not torch.allclose(result[0, :100, :200], original[0, :100, :200], atol=0.02)
+
+
+def test_the_template_category_has_a_readable_label():
+    # The front end labels a pack's template category with templateWorkflows.category.<folder>
+    # from the pack's locales/<lang>/main.json (ComfyUI's /i18n), else the folder name.
+    labels = json.loads((ROOT / "locales/en/main.json").read_text())["templateWorkflows"]["category"]
+    assert labels["comfyui-fal-edit"] == labels["fal-image-editing"] == "fal image editing"

@@ -1,7 +1,7 @@
 """Writes example_workflows/: one template per fal node and three hybrid pipelines.
 
     python tools/make_workflows.py               # the JSON files and the sample inputs
-    python tools/make_workflows.py --thumbnails  # ...and a <name>.jpg beside each, made
+    python tools/make_workflows.py --thumbnails  # ...and a <title>.jpg beside each, made
                                                  # from a real run on the local fal emulator
 
 The files are ComfyUI's UI ("workflow") format, version 0.4, laid out the way
@@ -254,9 +254,10 @@ def key_and_settings(g: Graph, x: float, y: float, **settings) -> Node:
     return node
 
 
-KEY_NOTE = ("Needs a fal key: set FAL_KEY before starting ComfyUI, or save a key "
-            "(python custom_nodes/comfyui-fal-edit/nodes/keystore.py add NAME) and pick it "
-            "in a fal Key node. Copy example_workflows/input/*.png into ComfyUI/input first.")
+KEY_NOTE = ("Needs a fal key. Easiest: Settings → fal → add a key, then pick its name in a fal "
+            "Key node connected through fal Settings. Or set FAL_KEY before starting ComfyUI: "
+            "it is used wherever no key is picked. The sample images are put into ComfyUI's "
+            "input folder when the pack loads.")
 
 
 def single(node_type: str, image: str, values: dict, note: str, *, save: str | None = None,
@@ -418,35 +419,37 @@ def hybrid_background_keep_subject() -> Graph:
 
 
 def workflows() -> dict[str, Graph]:
+    """File name -> graph. The front end shows a pack's template by its file name (as the
+    title, and with - and _ as spaces as the description): the names are the titles."""
     return {
-        "fal_background_change": single(
+        "fal Background Change": single(
             "FalBackgroundChange", PORTRAIT,
             dict(prompt="a quiet beach at golden hour, palm trees and gentle waves, warm rim "
                         "light on the person", aspect_ratio="fal default", seed=21),
             "fal Background Change keeps the subject and paints the background the prompt "
             "describes. The fal Key / fal Settings pair is optional: without it the node uses "
             "FAL_KEY and default settings.", with_settings={}),
-        "fal_face_enhancement": single(
+        "fal Face Enhancement": single(
             "FalFaceEnhancement", PORTRAIT, dict(guidance_scale=3.5, seed=5),
             "fal Face Enhancement cleans up faces (skin, eyes, detail) and keeps a natural look; "
             "it takes no prompt.", save="fal_edit/face_enhanced"),
-        "fal_color_correction": single(
+        "fal Color Correction": single(
             "FalColorCorrection", PORTRAIT, dict(seed=3),
             "fal Color Correction fixes white balance, exposure and colour: the sample's "
             "washed-out yellow sky is a good test. Every frame of a batch is its own request."),
-        "fal_object_removal": single(
+        "fal Object Removal": single(
             "FalObjectRemoval", PORTRAIT,
             dict(prompt="the two small people standing in front of the houses in the background",
                  seed=7),
             "fal Object Removal removes what the prompt names and fills in what was behind it."),
-        "fal_sharpen": single(
+        "fal Sharpen": single(
             "FalSharpen", DUCKLING,
             dict(sharpen_mode="smart", sharpen_radius=2, noise_radius=7, preserve_edges=0.75,
                  smart_sharpen_strength=5.0, smart_sharpen_ratio=0.5),
             "fal Sharpen: 'basic' is an unsharp mask (radius, alpha), 'smart' is edge-aware "
             "(noise radius, preserve edges, strength, ratio), 'cas' is contrast-adaptive "
             "(amount). Each mode only reads its own widgets.", save="fal_edit/sharpened"),
-        "fal_flux_dev_image_to_image": single(
+        "fal FLUX.1 dev Image to Image": single(
             "FalFluxDevImageToImage", DUCKLING,
             dict(prompt="a watercolor painting of a fluffy yellow duckling by a pond, soft "
                         "morning mist, lily pads, loose brush strokes on textured paper",
@@ -457,7 +460,7 @@ def workflows() -> dict[str, Graph]:
             "move from the input. num_images 2 returns two variations as one batch. fal "
             "Settings' nsfw_policy decides what happens to results fal flags.",
             with_settings=dict(nsfw_policy="error")),
-        "fal_recraft_v3_image_to_image": single(
+        "fal Recraft V3 Image to Image": single(
             "FalRecraftV3ImageToImage", PORTRAIT,
             dict(prompt="the same street on a snowy winter evening, warm lights in the windows",
                  strength=0.5, style="digital_illustration/hand_drawn",
@@ -466,24 +469,24 @@ def workflows() -> dict[str, Graph]:
             "Recraft V3 restyles the image: pick a style and, optionally, a colour palette "
             "(#rrggbb, comma separated). Vector styles cost twice as much.",
             save="fal_edit/recraft"),
-        "fal_luma_photon_modify": single(
+        "fal Luma Photon Modify": single(
             "FalLumaPhotonModify", DUCKLING,
             dict(prompt="a vintage children's book illustration: the duckling in a wide spring "
                         "meadow with daisies, soft pastel colours",
                  strength=0.7, aspect_ratio="16:9"),
             "Luma Photon Modify edits and reframes: here the square duckling becomes a 16:9 "
             "scene. 'match input' keeps the ratio closest to the input."),
-        "fal_seededit_v3_edit_image": single(
+        "fal SeedEdit 3.0 Edit Image": single(
             "FalSeedEditV3", PORTRAIT,
             dict(prompt="Give the person a red knitted scarf and a woolly hat, and make it snow "
                         "softly on the street.",
                  guidance_scale=0.5, seed=11),
             "SeedEdit 3.0 follows an instruction: say what to change, the rest is kept.",
             save="fal_edit/seededit"),
-        "fal_flux_kontext_max_multi": kontext_multi(),
-        "hybrid_crop_remove_people_sharpen": hybrid_crop_remove_sharpen(),
-        "hybrid_batch_color_correction": hybrid_batch_color_correction(),
-        "hybrid_background_change_keep_subject": hybrid_background_keep_subject(),
+        "fal FLUX.1 Kontext max Multi": kontext_multi(),
+        "Crop, Remove People, Sharpen": hybrid_crop_remove_sharpen(),
+        "Batch Color Correction": hybrid_batch_color_correction(),
+        "New Background, Same Person": hybrid_background_keep_subject(),
     }
 
 
@@ -492,8 +495,13 @@ def write_json() -> list[Path]:
     INPUT_DIR.mkdir(exist_ok=True)
     for name in SAMPLES:
         shutil.copyfile(ROOT / "assets" / name, INPUT_DIR / name)
+    graphs = workflows()
+    for stale in OUT.glob("*.json"):     # a renamed template leaves no old copy behind
+        if stale.stem not in graphs:
+            stale.unlink()
+            stale.with_suffix(".jpg").unlink(missing_ok=True)
     paths = []
-    for name, graph in workflows().items():
+    for name, graph in graphs.items():
         path = OUT / f"{name}.json"
         path.write_text(json.dumps(graph.to_json(), indent=2) + "\n", encoding="utf-8")
         paths.append(path)
