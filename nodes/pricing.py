@@ -250,7 +250,7 @@ class PriceBook:
             self._loaded_disk = False
 
 
-def estimate(endpoint_id: str, requests: Iterable[tuple[Mapping[str, Any] | int, float]],
+def estimate(endpoint_id: str, requests: Iterable[tuple[Mapping[str, Any], float]],
              price: Price | None, cached_items: int = 0) -> Estimate:
     """requests: (payload, input megapixels) per request that will be paid; the endpoint's
     price rules (num_images, Recraft's vector styles, ...) read the payload."""
@@ -260,8 +260,6 @@ def estimate(endpoint_id: str, requests: Iterable[tuple[Mapping[str, Any] | int,
     multipliers: list[float] = []
     whys: list[str] = []
     for payload, megapixels in requests:
-        if not isinstance(payload, Mapping):
-            payload = {"num_images": payload}
         n, multiplier, why = request_price(endpoint_id, payload, megapixels, price.per_megapixel)
         units += n
         total += n * price.unit_price * multiplier

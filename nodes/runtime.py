@@ -121,7 +121,8 @@ class Run:
         return pending
 
     def _estimate(self, pending: list[WorkItem]):
-        asked = [(int(i.payload.get("num_images", 1)), i.megapixels) for i in pending]
+        # The payload, not only the count: the price rules read its inputs (num_images, style).
+        asked = [(i.payload, i.megapixels) for i in pending]
         return estimate(self.endpoint.endpoint_id, asked, prices.price(self.endpoint.endpoint_id),
                         len(self.items) - len(pending))
 
@@ -262,8 +263,7 @@ class Run:
         raise AssertionError("unreachable")
 
     def _item_cost(self, item: WorkItem) -> float:
-        return estimate(self.endpoint.endpoint_id,
-                        [(int(item.payload.get("num_images", 1)), item.megapixels)],
+        return estimate(self.endpoint.endpoint_id, [(item.payload, item.megapixels)],
                         self.cost.price).total
 
     # the node's answer and status ------------------------------------------

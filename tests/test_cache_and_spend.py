@@ -168,7 +168,8 @@ def test_estimate_for_batch_of_three_with_two_images_each(fal):
     outcome = asyncio.run(run_endpoint(endpoint, {"num_images": 2}, [batch], FalSettings()))
     assert outcome.images.shape[0] == 6
     assert outcome.estimated_usd == pytest.approx(6 * 0.03)
-    per_image = pricing.estimate(COLOR, [(2, 1.0)] * 3, pricing.prices.price(COLOR))
+    per_image = pricing.estimate(COLOR, [({"num_images": 2}, 1.0)] * 3,
+                                 pricing.prices.price(COLOR))
     assert per_image.total == pytest.approx(6 * 0.05) and per_image.exact
 
 

@@ -15,6 +15,7 @@ from conftest import ROOT, node, sample_image
 
 from comfyui_fal_edit.nodes import pricing
 from comfyui_fal_edit.nodes.endpoints import BY_ENDPOINT
+from comfyui_fal_edit.nodes.errors import FalNodeError
 from comfyui_fal_edit.nodes.settings import FalSettings
 
 RECRAFT = "fal-ai/recraft/v3/image-to-image"
@@ -79,3 +80,36 @@ def test_the_front_end_applies_the_same_rules_as_the_server():
                             text=True, check=True, timeout=60)
     assert json.loads(answer.stdout) == pytest.approx(expected)
     assert expected[0] == pytest.approx(3 * 2 * fallback(RECRAFT).unit_price)
+
+
+# -- the runtime: estimate, after-run cost, ledger and guard use the request's price ----------
+
+def run_recraft(style: str, batch: int = 1, **settings):
+    values = {"prompt": "winter", "strength": 0.5, "style": style, "colors": "", "style_id": "",
+              "negative_prompt": ""}
+    recraft = node("FalRecraftV3ImageToImage")
+    result = asyncio.run(recraft.run(image=sample_image(32, 32, batch=batch, seed=len(style)),
+                                  settings=FalSettings(**settings), **values))
+    return result["ui"]
+
+
+def test_a_vector_run_is_charged_twice_the_raster_price(fal):
+    asyncio.run(pricing.prices.refresh("price-test-key-1234", fal.base_url))
+    unit = pricing.prices.price(RECRAFT).unit_price
+    ui = run_recraft("vector_illustration/line_art", batch=2)
+    assert ui["fal_cost"] == [pytest.approx(2 * 2 * unit)]
+    assert "(vector style: 2 ×" in ui["fal_status"][0]
+    assert [e.estimated_usd for e in pricing.ledger.entries()] == [pytest.approx(2 * unit)] * 2
+    raster = run_recraft("realistic_image")
+    assert raster["fal_cost"] == [pytest.approx(unit)]
+
+
+def test_the_spend_guard_counts_the_vector_price(fal):
+    asyncio.run(pricing.prices.refresh("price-test-key-1234", fal.base_url))
+    unit = pricing.prices.price(RECRAFT).unit_price
+    limit = 1.5 * unit            # one raster image fits, one vector image does not
+    fal.reset()
+    with pytest.raises(FalNodeError, match="spend guard stopped this run"):
+        run_recraft("vector_illustration", max_usd_per_prompt=limit)
+    assert fal.state.log == []
+    run_recraft("realistic_image", max_usd_per_prompt=limit)
