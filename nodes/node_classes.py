@@ -107,6 +107,10 @@ class FalKey:
         return (FalKeyRef(None if key_name == ENV_CHOICE else key_name),)
 
 
+# The endpoints whose published output carries fal's NSFW flags (the others have none).
+NSFW_REPORTERS = " and ".join(e.display_name for e in ENDPOINTS if e.nsfw_field)
+
+
 class FalSettingsNode:
     """Shared settings for fal nodes: connect its output to any number of them."""
 
@@ -135,7 +139,8 @@ class FalSettingsNode:
                 "nsfw_policy": (list(NSFW_POLICIES), {"default": d.nsfw_policy, "tooltip":
                                 "When fal flags a result as NSFW (it sends a black image): fail "
                                 "the node naming the items, keep them, or drop them. All three "
-                                "say so in the node's status."}),
+                                "say so in the node's status. Only " + NSFW_REPORTERS + " report "
+                                "fal's flags; other nodes pass on what fal returns."}),
                 "upload_format": (list(UPLOAD_FORMATS), {"default": d.upload_format, "tooltip":
                                   "png is lossless; jpeg (quality 95) uploads faster."}),
                 "inline_results": ("BOOLEAN", {"default": d.inline_results, "tooltip":
