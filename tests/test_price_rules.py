@@ -23,11 +23,6 @@ FLUX = "fal-ai/flux/dev/image-to-image"
 KONTEXT = "fal-ai/flux-pro/kontext/max/multi"
 
 
-def fallback(endpoint_id: str) -> pricing.Price:
-    unit_price, unit = pricing.FALLBACK_PRICES[endpoint_id]
-    return pricing.Price(unit_price, unit, "fallback")
-
-
 def test_recraft_vector_styles_cost_twice_the_raster_price():
     price = pricing.Price(0.04, "image", "fal")
     raster = pricing.estimate(RECRAFT, [({"style": "realistic_image"}, 1.0)], price)
@@ -79,7 +74,7 @@ def test_the_front_end_applies_the_same_rules_as_the_server():
     answer = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True,
                             text=True, check=True, timeout=60)
     assert json.loads(answer.stdout) == pytest.approx(expected)
-    assert expected[0] == pytest.approx(3 * 2 * fallback(RECRAFT).unit_price)
+    assert expected[0] == pytest.approx(3 * 2 * pricing.prices.price(RECRAFT).unit_price)
 
 
 # -- the runtime: estimate, after-run cost, ledger and guard use the request's price ----------
