@@ -1,19 +1,31 @@
 // comfyui-fal-edit front end:
 //  - a "fal" page in ComfyUI's settings: add a named fal key, see saved keys by name and
 //    last four characters, test one against fal, delete one (routes in nodes/routes.py);
+//  - the owner's server settings on the same page (allowed servers, proxy, spend ceilings);
 //  - the fal Key node's list follows those changes without reloading the page;
-//  - after a fal node ran: its result URLs (copyable) and fal request ids on the node;
+//  - a fal node's status while it runs, then its result URLs (copyable) and fal request
+//    ids, in one panel on the node that grows to hold them;
 //  - the Recraft node's `colors` text gets swatches and a colour picker;
-//  - every fal node shows its price before it runs (a badge above its title, following
-//    num_images and, after a run, the real number of requests) and its last run's cost;
+//  - every fal node shows one short chip: its price before it runs (following num_images
+//    and, after a run, the real number of requests) and its last run's cost;
 //  - "fal: spend this session" (command, menu, and a section of the fal settings page)
 //    lists this session's fal calls from GET /fal/spend.
 // Keys never pass through ComfyUI's settings store: the panel has no setting value.
+// Every front-end API used here goes through lib/frontend.js (one fallback per generation).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { priceChip } from "./lib/badges.js";
 import { addColor, labelColor, parseColors, removeColor } from "./lib/colors.js";
 import { errorLine, keyChoices, keyLabel, keyTestLine, resultView } from "./lib/format.js";
-import { formatLastRun, formatPriceBadge, lastRunFromOutput, priceSourceLine, spendView } from "./lib/price.js";
+import { createFrontend } from "./lib/frontend.js";
+import { makeRoomMoves, resultPanelHeight, RESULT_ROW_PX } from "./lib/layout.js";
+import { estimateRun, formatPriceBadge, lastRunFromOutput, priceSourceLine, spendView } from "./lib/price.js";
+import {
+  addServer, changedSettings, NUMBER_FIELDS, parseNumberField, parseServerUrl, removeServer,
+  serverSettingsError,
+} from "./lib/server_settings.js";
+
+const frontend = createFrontend({ app, api });
 
 const EXTENSION = "comfyui-fal-edit";
 const KEY_NODE = "FalKey";
@@ -84,9 +96,20 @@ const STYLE = `
 .fal-mini { padding: 2px 8px; border-radius: 4px; cursor: pointer; font-size: 12px;
   border: 1px solid var(--border-color, #555); background: var(--comfy-menu-bg, #333); color: var(--fg-color, #ddd); }
 .fal-mini:disabled { opacity: .5; cursor: default; }
-.fal-result { font-size: 11px; line-height: 1.5; overflow: auto; padding: 2px 4px; color: var(--fg-color, #ddd); }
+.fal-result { font-size: 11px; line-height: 1.5; overflow-y: auto; overflow-x: hidden; padding: 3px 4px;
+  box-sizing: border-box; color: var(--fg-color, #ddd); }
 .fal-result a { color: #7fb4ff; text-decoration: none; }
-.fal-result-line { display: flex; gap: 6px; align-items: center; white-space: nowrap; }
+.fal-result-line { display: flex; gap: 6px; align-items: center; white-space: nowrap; height: ${RESULT_ROW_PX}px;
+  box-sizing: border-box; }
+.fal-result-line .fal-mini { padding: 0 8px; height: 18px; line-height: 16px; }
+.fal-server { display: flex; flex-direction: column; gap: 8px; width: min(560px, 60vw); font-size: 13px; }
+.fal-server h4 { margin: 6px 0 0; font-size: 13px; }
+.fal-server-row { display: flex; align-items: center; gap: 8px; }
+.fal-server-row label { flex: 1; }
+.fal-server-row input[type=number] { width: 96px; }
+.fal-server input { padding: 4px 6px; border-radius: 4px; border: 1px solid var(--border-color, #555);
+  background: var(--comfy-input-bg, #222); color: var(--input-text, #ddd); }
+.fal-server-url { flex: 1; font-family: monospace; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .fal-result-line > :first-child { overflow: hidden; text-overflow: ellipsis; flex: 1; }
 .fal-result-id { font-family: monospace; opacity: .8; }
 .fal-swatches { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; padding: 2px 4px; font-size: 11px; }
@@ -120,8 +143,8 @@ const STYLE = `
 
 // -- the pack's routes ----------------------------------------------------------------
 
-/** JSON from one of the pack's routes (/fal/...); a failure throws one readable sentence. */
-async function falRoute(path, options = {}) {
+/** One of the pack's routes (/fal/...) -> {ok, status, body}; status 0: no answer. */
+async function falFetch(path, options = {}) {
   let response;
   try {
     response = await api.fetchApi(`/fal${path}`, {
@@ -130,7 +153,7 @@ async function falRoute(path, options = {}) {
       cache: "no-store",
     });
   } catch {
-    throw new Error(errorLine(0, null));
+    return { ok: false, status: 0, body: null };
   }
   let body = null;
   try {
@@ -138,39 +161,31 @@ async function falRoute(path, options = {}) {
   } catch {
     body = null;
   }
-  if (!response.ok) throw new Error(errorLine(response.status, body));
+  return { ok: response.ok, status: response.status, body };
+}
+
+/** JSON from one of the pack's routes; a failure throws one readable sentence. */
+async function falRoute(path, options = {}, explain = errorLine) {
+  const { ok, status, body } = await falFetch(path, options);
+  if (!ok) throw new Error(explain(status, body));
   return body;
 }
 
 // -- the FalKey node's list follows the saved keys --------------------------------------
 
-function allGraphs() {
-  const graphs = [app.graph];
-  const subgraphs = app.graph?.subgraphs;
-  if (subgraphs?.values) graphs.push(...subgraphs.values());
-  return graphs.filter(Boolean);
-}
-
 async function refreshKeyChoices(listing) {
   const values = keyChoices((listing?.keys ?? []).map((k) => k.name));
+  // Nodes already on the canvas (both modes: the list is changed in place).
+  for (const node of frontend.nodesOfType(KEY_NODE)) {
+    frontend.setComboValues(frontend.findWidget(node, KEY_WIDGET), values);
+  }
+  frontend.redraw();
   // The node definition, so new fal Key nodes offer the new list.
   try {
-    const defs = await (await api.fetchApi(`/object_info/${KEY_NODE}`, { cache: "no-store" })).json();
-    if (defs?.[KEY_NODE] && typeof app.registerNodeDef === "function") {
-      await app.registerNodeDef(KEY_NODE, defs[KEY_NODE]);
-    }
+    await frontend.refreshNodeDef(KEY_NODE);
   } catch (error) {
     console.warn(`[${EXTENSION}] could not refresh the fal Key node definition`, error);
   }
-  // Nodes already on the canvas.
-  for (const graph of allGraphs()) {
-    for (const node of graph._nodes ?? graph.nodes ?? []) {
-      if (node.type !== KEY_NODE) continue;
-      const widget = node.widgets?.find((w) => w.name === KEY_WIDGET);
-      if (widget?.options) widget.options.values = values;
-    }
-  }
-  app.graph?.setDirtyCanvas?.(true, true);
 }
 
 // -- the settings page ------------------------------------------------------------------
@@ -270,21 +285,47 @@ function keyPanel() {
   return el("div", { class: "fal-keys" }, list, form, message, note);
 }
 
-// -- the result panel on fal nodes ---------------------------------------------------------
+// -- the node's panel: results after a run; the node makes room for it --------------------
+// While a node runs, its status is ComfyUI's own progress text (both front ends show it in
+// the node); once it ran, the panel shows the final status with the URLs and request ids,
+// and the progress text is removed, so the status is in one place at a time.
+
+/** Grow `node` to hold its widgets (they keep their size) and move the nodes it would cover. */
+function fitNode(node) {
+  const wanted = node.computeSize?.()?.[1];
+  // What the node's widgets had beyond their minimum before the run (a prompt box the
+  // user made taller) is kept: the node grows by what was added.
+  const [baseHeight, baseMinimum] = node.falBase ?? [0, 0];
+  const target = Math.max(wanted ?? 0, baseHeight + ((wanted ?? 0) - baseMinimum));
+  if (wanted && node.size[1] < target) node.setSize([node.size[0], target]);
+  frontend.redraw(node);
+  // Nodes 2.0 sizes a node from its content at the next layout: measure after it.
+  setTimeout(() => makeRoom(node), frontend.isVueMode() ? 150 : 0);
+}
+
+function makeRoom(node) {
+  const graph = node.graph ?? app.graph;
+  const titleHeight = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  const shown = { id: node.id, pos: node.pos, size: frontend.shownSize(node) };
+  const moves = makeRoomMoves(shown, frontend.nodesOf(graph), { titleHeight });
+  for (const { node: other, dy } of moves) other.pos = [other.pos[0], other.pos[1] + dy];
+  if (moves.length) frontend.redraw();
+}
 
 function resultPanel(node) {
-  let widget = node.widgets?.find((w) => w.name === "fal_result");
+  let widget = frontend.findWidget(node, "fal_result");
   if (widget) return widget;
   const box = el("div", { class: "fal-result" });
-  widget = node.addDOMWidget("fal_result", "fal_result", box, {
+  const height = () => resultPanelHeight(box.childElementCount);
+  widget = frontend.addDomWidget(node, "fal_result", "fal_result", box, {
     serialize: false,
     hideOnZoom: false,
     getValue: () => "",
     setValue: () => {},
-    getMinHeight: () => (box.childElementCount ? Math.min(28 + 18 * box.childElementCount, 220) : 0),
-    getMaxHeight: () => 260,
+    getMinHeight: height,
+    getMaxHeight: height,
+    getHeight: height,
   });
-  widget.serialize = false;   // not part of widgets_values: workflows stay loadable without us
   widget.falBox = box;
   return widget;
 }
@@ -293,7 +334,7 @@ function showResult(node, output) {
   const view = resultView(output);
   if (!view) return;
   const widget = resultPanel(node);
-  const lines = [el("div", { class: "fal-result-line" }, el("span", {}, view.summary),
+  const lines = [el("div", { class: "fal-result-line" }, el("span", { title: view.summary }, view.summary),
     view.urls.length > 1 ? copyButton(view.copyText, "copy every URL, one a line") : null)];
   view.urls.forEach((entry, i) => {
     const link = entry.inline
@@ -307,30 +348,32 @@ function showResult(node, output) {
       el("span", { class: "fal-result-id", title: "fal request id" }, `request ${id}`), copyButton(id, "copy the request id")));
   }
   widget.falBox.replaceChildren(...lines);
-  const wanted = node.computeSize?.();
-  if (wanted && node.size[1] < wanted[1]) node.setSize([node.size[0], wanted[1]]);
-  node.setDirtyCanvas?.(true, true);
+  widget.falBox.style.height = `${resultPanelHeight(lines.length)}px`;
+  // The panel now carries the final status: ComfyUI's progress text would repeat it.
+  frontend.removeProgressText(node);
+  fitNode(node);
 }
 
 function clearResult(node) {
-  const widget = node.widgets?.find((w) => w.name === "fal_result");
-  if (widget?.falBox) widget.falBox.replaceChildren();
+  const widget = frontend.findWidget(node, "fal_result");
+  if (!widget?.falBox) return;
+  widget.falBox.replaceChildren();
+  widget.falBox.style.height = "0px";
 }
 
 // -- Recraft colour swatches -----------------------------------------------------------------
 
 function addSwatches(node) {
-  const text = node.widgets?.find((w) => w.name === COLORS_WIDGET);
+  const text = frontend.findWidget(node, COLORS_WIDGET);
   if (!text) return;
   const box = el("div", { class: "fal-swatches" });
   let shown = null;
 
   const setText = (value) => {
-    text.value = value;
+    text.value = value;     // the watcher below redraws the swatches
     text.callback?.(value, app.canvas, node);
-    render();
-    node.setDirtyCanvas?.(true, true);
-    app.graph?.change?.();
+    frontend.redraw(node);
+    frontend.graphChanged();
   };
 
   function render() {
@@ -354,7 +397,7 @@ function addSwatches(node) {
     box.replaceChildren(el("span", { class: "fal-swatches-label" }, "colours"), ...swatches, add);
   }
 
-  const widget = node.addDOMWidget("colors_swatches", "fal_swatches", box, {
+  frontend.addDomWidget(node, "colors_swatches", "fal_swatches", box, {
     serialize: false,
     hideOnZoom: false,
     getValue: () => "",
@@ -362,21 +405,12 @@ function addSwatches(node) {
     getMinHeight: () => 32,
     getMaxHeight: () => 80,
   });
-  widget.serialize = false;
 
-  // Follow the text however it changes: typing, undo, loading a workflow.
-  const callback = text.callback;
-  text.callback = function (...args) {
-    const result = callback?.apply(this, args);
+  // Follow the text however it changes: typing, paste, undo, loading a workflow (never
+  // from canvas drawing, which Nodes 2.0 does not call).
+  frontend.watchWidget(node, text, () => {
     if (String(text.value ?? "") !== shown) render();
-    return result;
-  };
-  const onDraw = node.onDrawForeground;
-  node.onDrawForeground = function (...args) {
-    if (String(text.value ?? "") !== shown) render();
-    return onDraw?.apply(this, args);
-  };
-  render();
+  });
 }
 
 
@@ -408,25 +442,26 @@ function widgetValue(node, name) {
   return node.widgets?.find((w) => w.name === name)?.value;
 }
 
-/** The node's badge text right now: price × what it will ask for. */
-function priceBadgeFor(node) {
+/** What the node will ask fal for right now: [price, options] for lib/price.js, or null. */
+function pricingFor(node) {
   const answer = priceState.answer;
   const info = answer?.nodes?.[node.type];
   if (!answer || !info) return null;
   const row = answer.prices?.[info.endpoint_id];
   const price = row ? { unitPrice: row.unit_price, unit: row.unit, source: row.source, rules: row.rules } : null;
   const last = node.falLastRun;
-  return formatPriceBadge(price, {
+  return [price, {
     // Before a run the front end can't know an upstream batch: 1 request per input image.
     images: info.multi ? 1 : (last?.items ?? 1),
     multi: info.multi,
     // The price rules (num_images, Recraft's vector styles, ...) read the widget values.
     inputs: Object.fromEntries((node.widgets ?? []).map((w) => [w.name, w.value])),
     megapixels: last?.megapixels ?? null,
-  });
+  }];
 }
 
-// Drawn like the front end's own node badges (LGraphBadge is not exported to extensions).
+// Drawn like the front end's own node badges (LGraphBadge is not exported to extensions);
+// Nodes 2.0 reads text and colours from the same object for its chips.
 class FalBadge {
   constructor(text, bgColor, fgColor = "#ffffff") {
     Object.assign(this, { text, bgColor, fgColor, fontSize: 12, padding: 6, height: 20, cornerRadius: 5 });
@@ -466,17 +501,18 @@ class FalBadge {
 const BADGE_EXACT = "#2e6140";
 const BADGE_ESTIMATE = "#7a5a1e";
 const BADGE_UNKNOWN = "#555555";
-const BADGE_LAST = "#3b4a63";
 
-function addPriceBadges(node) {
-  if (!Array.isArray(node.badges)) return;       // an older front end without node badges
-  node.badges.push(() => {
-    const badge = priceBadgeFor(node);
-    if (!badge) return new FalBadge("", BADGE_UNKNOWN);
-    const color = badge.text === "price unknown" ? BADGE_UNKNOWN : badge.estimate ? BADGE_ESTIMATE : BADGE_EXACT;
-    return new FalBadge(badge.text, color);
+/** One short chip: "≈ $0.08" before a run, "≈ $0.08 · last $0.05" after one. The
+ * details (images × unit price, why it is an estimate) are in the node's panel and
+ * the spend view. */
+function addPriceBadge(node) {
+  frontend.addBadge(node, () => {
+    const pricing = pricingFor(node);
+    if (!pricing) return new FalBadge("", BADGE_UNKNOWN);
+    const run = estimateRun(...pricing);
+    const color = !run.known ? BADGE_UNKNOWN : formatPriceBadge(...pricing).estimate ? BADGE_ESTIMATE : BADGE_EXACT;
+    return new FalBadge(priceChip(run, node.falLastRun), color);
   });
-  node.badges.push(() => new FalBadge(node.falLastRun ? formatLastRun(node.falLastRun) : "", BADGE_LAST));
 }
 
 // -- the spend view ----------------------------------------------------------------------
@@ -548,6 +584,102 @@ function openSpendDialog() {
   return overlay;
 }
 
+// -- the owner's server settings --------------------------------------------------------
+
+function serverSettingsPanel() {
+  const message = el("div", { class: "fal-keys-msg" });
+  const body = el("div", { class: "fal-server-body" });
+  let saved = null;
+
+  const say = (text, tone = "") => {
+    message.className = `fal-keys-msg ${tone ? "fal-" + tone : ""}`;
+    message.textContent = text;
+  };
+
+  async function save(changes, done) {
+    if (!Object.keys(changes).length) return;
+    try {
+      show(await falRoute("/server-settings", { method: "POST", body: JSON.stringify(changes) },
+        serverSettingsError));
+      say(done, "ok");
+    } catch (error) {
+      say(error.message, "bad");
+    }
+  }
+
+  function serverList() {
+    const servers = saved.allowed_servers ?? [];
+    const rows = servers.map((url, i) => {
+      const remove = el("button", { class: "fal-mini", type: "button" }, "Remove");
+      remove.addEventListener("click", () => save({ allowed_servers: removeServer(servers, i) },
+        `Removed ${url}: workflows can no longer send your key there.`));
+      return el("div", { class: "fal-keys-row" }, el("span", { class: "fal-server-url", title: url }, url), remove);
+    });
+    const input = el("input", { name: "server", placeholder: "http://127.0.0.1:8765/", spellcheck: "false",
+      style: { flex: "1" } });
+    input.addEventListener("keydown", (e) => e.stopPropagation());
+    const form = el("form", { class: "fal-keys-add", autocomplete: "off" }, input,
+      el("button", { class: "fal-mini", type: "submit" }, "Allow"));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      event.stopPropagation();
+      const parsed = parseServerUrl(input.value);
+      if (parsed.error) return say(parsed.error, "bad");
+      save({ allowed_servers: addServer(servers, parsed.url) },
+        `Allowed ${parsed.url}: a workflow's base_url may name it, and it receives your fal key.`);
+    });
+    return [
+      el("h4", {}, "Servers a workflow may send your key to"),
+      el("div", { class: "fal-keys-note" }, "A fal Settings node's base_url must be one of these " +
+        "(fal's own hosts always work). Workflows from others cannot add to this list."),
+      ...(rows.length ? rows : [el("div", { class: "fal-keys-empty" }, "None: only fal's own hosts.")]),
+      form,
+    ];
+  }
+
+  function proxyRow() {
+    if (!("proxy_url" in saved)) return [];
+    const input = el("input", { name: "proxy_url", placeholder: "none", spellcheck: "false", style: { flex: "1" } });
+    input.value = saved.proxy_url ?? "";
+    input.addEventListener("keydown", (e) => e.stopPropagation());
+    input.addEventListener("change", () => {
+      const text = input.value.trim();
+      const parsed = text ? parseServerUrl(text) : { url: "" };
+      if (parsed.error) return say(parsed.error, "bad");
+      save({ proxy_url: parsed.url }, parsed.url ? `Every fal call now goes through ${parsed.url}.`
+        : "No proxy: fal calls go to fal directly.");
+    });
+    return [el("h4", {}, "Proxy"), el("div", { class: "fal-server-row" },
+      el("label", { title: "A fal-js style proxy (x-fal-target-url); it adds its own key." }, "Send every fal call through"),
+      input)];
+  }
+
+  function numberRows() {
+    return NUMBER_FIELDS.filter((field) => field.name in saved).map((field) => {
+      const input = el("input", { type: "number", name: field.name, min: String(field.min), step: String(field.step) });
+      input.value = String(saved[field.name]);
+      input.addEventListener("keydown", (e) => e.stopPropagation());
+      input.addEventListener("change", () => {
+        const parsed = parseNumberField(field, input.value);
+        if (parsed.error) return say(parsed.error, "bad");
+        save(changedSettings(saved, { [field.name]: parsed.value }), `${field.label}: ${parsed.value} ${field.unit}.`);
+      });
+      return el("div", { class: "fal-server-row", title: field.hint },
+        el("label", {}, `${field.label} (${field.unit})`), input);
+    });
+  }
+
+  function show(answer) {
+    saved = answer;
+    const spent = Number(answer.spent_today);
+    body.replaceChildren(...serverList(), ...proxyRow(), el("h4", {}, "Limits"), ...numberRows(),
+      Number.isFinite(spent) ? el("div", { class: "fal-keys-note" }, `Spent today: ≈ $${spent.toFixed(2)}.`) : null);
+  }
+
+  falRoute("/server-settings", {}, serverSettingsError).then(show, (error) => say(error.message, "bad"));
+  return el("div", { class: "fal-server" }, body, message);
+}
+
 // -- registration ----------------------------------------------------------------------
 
 function isFalEndpoint(nodeData) {
@@ -592,6 +724,15 @@ app.registerExtension({
       type: () => spendPanel({ compact: true }),
       defaultValue: "",
     },
+    {
+      id: "fal.ServerSettings",
+      category: ["fal", "Server", "Owner settings"],
+      name: "What workflows on this server may do",
+      tooltip: "Decided here, on the server: which servers may receive your fal key and how much " +
+        "fal may cost. No workflow can raise these.",
+      type: () => serverSettingsPanel(),
+      defaultValue: "",
+    },
   ],
 
   commands: [
@@ -600,14 +741,9 @@ app.registerExtension({
       label: "fal: manage keys",
       icon: "pi pi-key",
       function: async () => {
-        app.extensionManager?.dialog?.showSettingsDialog?.("fal");
-        // Select the fal page when the dialog opened on another one.
-        for (let i = 0; i < 20 && !document.querySelector(".fal-keys"); i++) {
-          const item = [...document.querySelectorAll(".p-dialog [role=option], .p-dialog li")]
-            .find((e) => e.textContent.trim() === "fal");
-          item?.click();
-          await new Promise((resolve) => setTimeout(resolve, 50));
-        }
+        if (await frontend.openSettings("fal", { ready: ".fal-keys" })) return;
+        frontend.notify("warn", "The fal settings page could not be opened",
+          "Open ComfyUI's settings (the gear) and pick \"fal\" to manage your fal keys.");
       },
     },
     {
@@ -624,11 +760,18 @@ app.registerExtension({
 
   async setup() {
     document.head.append(el("style", { id: "comfyui-fal-edit-style" }, STYLE));
-    api.addEventListener("executing", ({ detail }) => {
-      const id = detail?.node ?? detail;
-      if (id === null || id === undefined) return;
-      const node = app.graph?.getNodeById?.(id);
-      if (node && node.falEndpoint) clearResult(node);
+    frontend.onExecuting((id) => {
+      if (id === null) return;
+      const node = frontend.getNodeById(id);
+      if (!node?.falEndpoint) return;
+      clearResult(node);
+      node.falBase = [node.size[1], node.computeSize?.()?.[1] ?? node.size[1]];
+    });
+    // ComfyUI adds its progress text to the node: grow it so the other widgets keep their
+    // size (after the front end's own handler has added the text).
+    frontend.onProgressText((id) => {
+      const node = frontend.getNodeById(id);
+      if (node?.falEndpoint) setTimeout(() => fitNode(node), 0);
     });
     loadPrices();
   },
@@ -650,7 +793,7 @@ app.registerExtension({
         this.setDirtyCanvas?.(true, true);
       }, "could not show the result");
       extendMethod(proto, "onNodeCreated", function () {
-        addPriceBadges(this);
+        addPriceBadge(this);
       }, "price badge unavailable");
       extendMethod(proto, "onNodeCreated", function () {
         // A new fal node starts with its seed fixed: the same inputs then cost nothing

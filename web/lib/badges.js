@@ -1,0 +1,28 @@
+// The one chip a fal node shows: its price before a run and, after one, what the last run
+// cost. Short enough to fit inside the node in both modes (classic: above the title beside
+// ComfyUI's own badge; Nodes 2.0: in the chip row at the bottom). Pure functions, no
+// ComfyUI imports. The numbers come from lib/price.js (its rules are not repeated here).
+import { formatUsd } from "./price.js";
+
+/** The longest chip this returns for prices under $100 (checked by the tests). */
+export const CHIP_MAX_CHARS = 26;
+
+/** estimateRun(...) -> "≈ $0.08", "$0.01/second", "price ?". */
+export function shortPrice(run) {
+  if (!run?.known) return "price ?";
+  if (run.total === null || run.total === undefined) return `${formatUsd(run.unitPrice)}/${run.unitLabel}`;
+  return `≈ ${formatUsd(run.total)}`;
+}
+
+/** lastRunFromOutput(...) -> "last $0.05", "last $0 cached", "last ?"; "" before a run. */
+export function shortLastRun(last) {
+  if (!last) return "";
+  if (last.items && last.cached >= last.items) return "last $0 cached";
+  if (last.cost === null || last.cost === undefined) return "last ?";
+  return `last ${formatUsd(last.cost)}`;
+}
+
+/** The chip: "≈ $0.08 · last $0.05". */
+export function priceChip(run, last) {
+  return [shortPrice(run), shortLastRun(last)].filter(Boolean).join(" · ");
+}

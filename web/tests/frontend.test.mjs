@@ -1,0 +1,172 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createFrontend, PROGRESS_TEXT_WIDGET } from "../lib/frontend.js";
+
+// Small stand-ins for the parts of ComfyUI's front end the adapter reads.
+function fakeDoc() {
+  const doc = {
+    elements: {},
+    clicked: [],
+    querySelector(selector) {
+      return this.elements[selector] ?? null;
+    },
+    querySelectorAll() {
+      return this.options ?? [];
+    },
+  };
+  return doc;
+}
+
+test("settings on 1.27: showSettingsDialog(category) opens the fal page", async () => {
+  const doc = fakeDoc();
+  const calls = [];
+  const app = { extensionManager: { dialog: { showSettingsDialog: (c) => {
+    calls.push(c);
+    doc.elements[".fal-keys"] = {};
+  } } } };
+  const fe = createFrontend({ app, doc });
+  assert.equal(await fe.openSettings("fal", { ready: ".fal-keys", timeoutMs: 50, stepMs: 5 }), true);
+  assert.deepEqual(calls, ["fal"]);
+});
+
+test("settings on 1.58: no showSettingsDialog; the command opens it and the fal entry is clicked", async () => {
+  const doc = fakeDoc();
+  const commands = [];
+  const falEntry = { click() { doc.elements[".fal-keys"] = {}; } };
+  const app = { extensionManager: {
+    dialog: {},
+    command: { execute: async (id) => {
+      commands.push(id);
+      doc.elements['[data-nav-id$="/fal"]'] = falEntry;
+    } },
+  } };
+  const fe = createFrontend({ app, doc });
+  assert.equal(await fe.openSettings("fal", { ready: ".fal-keys", timeoutMs: 50, stepMs: 5 }), true);
+  assert.deepEqual(commands, ["Comfy.ShowSettingsDialog"]);
+});
+
+test("settings on 1.27 layout: the category is a listbox option found by its text", async () => {
+  const doc = fakeDoc();
+  const app = { extensionManager: { command: { execute: async () => {
+    doc.options = [{ textContent: " Comfy " }, { textContent: "fal", click() { doc.elements[".fal-keys"] = {}; } }];
+  } } } };
+  const fe = createFrontend({ app, doc });
+  assert.equal(await fe.openSettings("fal", { ready: ".fal-keys", timeoutMs: 50, stepMs: 5 }), true);
+});
+
+test("settings that cannot be opened report false (the caller tells the user)", async () => {
+  const fe = createFrontend({ app: { extensionManager: {} }, doc: fakeDoc() });
+  assert.equal(await fe.openSettings("fal", { ready: ".fal-keys", timeoutMs: 20, stepMs: 5 }), false);
+  // The dialog opens but the page never shows up.
+  const opened = createFrontend({ app: { extensionManager: { command: { execute: async () => {} } } }, doc: fakeDoc() });
+  assert.equal(await opened.openSettings("fal", { ready: ".fal-keys", timeoutMs: 20, stepMs: 5 }), false);
+});
+
+test("notify: the front end's toast, else an alert", () => {
+  const toasts = [];
+  const fe = createFrontend({ app: { extensionManager: { toast: { add: (t) => toasts.push(t) } } } });
+  assert.equal(fe.notify("warn", "No page", "Open settings."), "toast");
+  assert.equal(toasts[0].severity, "warn");
+  assert.equal(toasts[0].detail, "Open settings.");
+  const alerts = [];
+  const bare = createFrontend({ app: {}, win: { alert: (text) => alerts.push(text) } });
+  assert.equal(bare.notify("warn", "No page", "Open settings."), "alert");
+  assert.deepEqual(alerts, ["No page\n\nOpen settings."]);
+});
+
+test("watchWidget: typing (callback), loading (value set) and configure all reach the watcher", () => {
+  const fe = createFrontend({ app: {} });
+  const typed = [];
+  const widget = { name: "colors", value: "#111111", callback(v) { typed.push(v); } };
+  const node = { widgets: [widget] };
+  const seen = [];
+  fe.watchWidget(node, widget, (value) => seen.push(value));
+  assert.deepEqual(seen, ["#111111"]);           // the value it starts with
+  widget.value = "#222222";                       // workflow load / paste / undo
+  widget.callback("#222222");                     // the Vue edit path: no repeat for the same value
+  assert.deepEqual(seen, ["#111111", "#222222"]);
+  assert.deepEqual(typed, ["#222222"]);           // the original callback still runs
+  widget.value = "#333333";
+  assert.equal(widget.value, "#333333");
+  node.onConfigure?.({});
+  assert.deepEqual(seen, ["#111111", "#222222", "#333333"]);
+});
+
+test("watchWidget keeps a widget's own value accessor (1.5x widgets are classes)", () => {
+  class Widget {
+    constructor() { this.stored = "a"; this.name = "colors"; }
+    get value() { return this.stored; }
+    set value(v) { this.stored = String(v).trim(); }
+  }
+  const widget = new Widget();
+  const seen = [];
+  createFrontend({ app: {} }).watchWidget({ widgets: [widget] }, widget, (v) => seen.push(v));
+  widget.value = "  b ";
+  assert.equal(widget.value, "b");
+  assert.equal(widget.stored, "b");
+  assert.deepEqual(seen, ["a", "b"]);
+});
+
+test("setComboValues changes the list in place: a dropdown holding the old array sees it", () => {
+  const fe = createFrontend({ app: {} });
+  const values = ["environment FAL_KEY"];
+  const widget = { options: { values } };
+  const heldByDropdown = widget.options.values;
+  assert.equal(fe.setComboValues(widget, ["environment FAL_KEY", "work"]), true);
+  assert.deepEqual(heldByDropdown, ["environment FAL_KEY", "work"]);
+  assert.equal(widget.options.values, values);
+  assert.equal(fe.setComboValues(null, ["x"]), false);
+});
+
+test("nodesOfType looks into subgraphs too", () => {
+  const root = { _nodes: [{ type: "FalKey", id: 1 }, { type: "Other", id: 2 }] };
+  root.subgraphs = new Map([["s", { nodes: [{ type: "FalKey", id: 3 }] }]]);
+  const fe = createFrontend({ app: { graph: root } });
+  assert.deepEqual(fe.nodesOfType("FalKey").map((n) => n.id), [1, 3]);
+});
+
+test("removeProgressText drops ComfyUI's progress text widget only", () => {
+  const fe = createFrontend({ app: {} });
+  let removed = 0;
+  const node = { widgets: [{ name: "prompt" }, { name: PROGRESS_TEXT_WIDGET, onRemove: () => removed++ },
+    { name: "fal_result" }] };
+  assert.equal(fe.removeProgressText(node), true);
+  assert.deepEqual(node.widgets.map((w) => w.name), ["prompt", "fal_result"]);
+  assert.equal(removed, 1);
+  assert.equal(fe.removeProgressText(node), false);
+});
+
+test("shownSize: Nodes 2.0 measures the node's element; classic uses node.size", () => {
+  const element = { getBoundingClientRect: () => ({ width: 800, height: 1000 }) };
+  const doc = fakeDoc();
+  doc.elements['[data-node-id="7"]'] = element;
+  let vue = true;
+  const app = { canvas: { ds: { scale: 2 } }, extensionManager: { setting: { get: () => vue } } };
+  const fe = createFrontend({ app, doc });
+  const node = { id: 7, size: [400, 300] };
+  assert.deepEqual(fe.shownSize(node), [400, 470]);   // 1000 / 2 minus the 30 px title
+  vue = false;
+  assert.deepEqual(fe.shownSize(node), [400, 300]);
+});
+
+test("badges: added where the front end has node.badges, skipped where it has none", () => {
+  const fe = createFrontend({ app: {} });
+  const node = { badges: [] };
+  assert.equal(fe.addBadge(node, () => ({ text: "x" })), true);
+  assert.equal(node.badges.length, 1);
+  assert.equal(fe.addBadge({}, () => ({})), false);
+});
+
+test("progress text and executing events reach the callbacks with string node ids", () => {
+  const listeners = {};
+  const api = { addEventListener: (name, fn) => { listeners[name] = fn; } };
+  const fe = createFrontend({ app: {}, api });
+  const got = [];
+  fe.onProgressText((id, text) => got.push([id, text]));
+  fe.onExecuting((id) => got.push(["executing", id]));
+  listeners.progress_text({ detail: { nodeId: 12, text: "0/1 done" } });
+  listeners.executing({ detail: 5 });
+  listeners.executing({ detail: { node: "7" } });
+  listeners.executing({ detail: null });
+  assert.deepEqual(got, [["12", "0/1 done"], ["executing", "5"], ["executing", "7"], ["executing", null]]);
+});
