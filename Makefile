@@ -1,12 +1,13 @@
 # Two commands for a fresh machine (each creates .venv/ itself):
 #   make demo   - run all ten nodes on the local fal emulator (no key, no network)
 #   make test   - run the test suite
+#   make docs   - rewrite the node help pages in web/docs/ after changing a node
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench setup
+.PHONY: demo test bench setup docs
 
 setup: $(STAMP)
 
@@ -24,6 +25,10 @@ test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 	@command -v node >/dev/null 2>&1 || { echo "make test: Node.js (v18+) is needed for the web tests in web/tests/; install it (e.g. apt-get install nodejs)" >&2; exit 1; }
 	node --test web/tests/
+
+# The help pages in web/docs/ from the nodes' tooltips (a test fails when they are stale).
+docs: $(STAMP)
+	$(PY) tools/make_node_docs.py
 
 bench: $(STAMP)
 	$(PY) bench/run_bench.py $(ARGS)

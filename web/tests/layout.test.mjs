@@ -43,3 +43,10 @@ test("badge chip: short in every case the price rules give", () => {
     { items: 4, cached: 1, cost: 88.88 });
   assert.ok(longest.length <= CHIP_MAX_CHARS, longest);
 });
+
+test("badge chip follows the price rules (Recraft's vector styles cost twice)", () => {
+  const recraft = { unitPrice: 0.04, unit: "image", source: "fal",
+    rules: [{ field: "num_images", per_value: true }, { field: "style", prefix: "vector_illustration", multiplier: 2 }] };
+  assert.equal(priceChip(estimateRun(recraft, { inputs: { style: "realistic_image" } }), null), "≈ $0.04");
+  assert.equal(priceChip(estimateRun(recraft, { inputs: { style: "vector_illustration/line_art" } }), null), "≈ $0.08");
+});
