@@ -1,7 +1,6 @@
 # Two commands for a fresh machine (each creates .venv/ itself):
 #   make demo   - run all ten nodes on the local fal emulator (no key, no network)
 #   make test   - run the test suite
-#   make docs   - rewrite the node help pages in web/docs/ after changing a node
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -26,7 +25,8 @@ test: $(STAMP)
 	@command -v node >/dev/null 2>&1 || { echo "make test: Node.js (v18+) is needed for the web tests in web/tests/; install it (e.g. apt-get install nodejs)" >&2; exit 1; }
 	node --test web/tests/
 
-# The help pages in web/docs/ from the nodes' tooltips (a test fails when they are stale).
+# The help pages in web/docs/ from the nodes' tooltips; run it after changing a node
+# (tests/test_node_docs.py fails while they are stale).
 docs: $(STAMP)
 	$(PY) tools/make_node_docs.py
 
