@@ -3,8 +3,9 @@
 //    last four characters, test one against fal, delete one (routes in nodes/routes.py);
 //  - the owner's server settings on the same page (allowed servers, proxy, spend ceilings);
 //  - the fal Key node's list follows those changes without reloading the page;
-//  - a fal node's status while it runs, then its result URLs (copyable) and fal request
-//    ids, in one panel on the node that grows to hold them;
+//  - once a fal node ran: its final status, result URLs (copyable) and fal request ids in
+//    one panel that the node grows to hold (while it runs, ComfyUI's progress text shows
+//    the status);
 //  - the Recraft node's `colors` text gets swatches and a colour picker;
 //  - every fal node shows one short chip: its price before it runs (following num_images
 //    and, after a run, the real number of requests) and its last run's cost;
@@ -147,7 +148,7 @@ const STYLE = `
 async function falFetch(path, options = {}) {
   let response;
   try {
-    response = await api.fetchApi(`/fal${path}`, {
+    response = await frontend.fetchApi(`/fal${path}`, {
       ...options,
       headers: { "Content-Type": "application/json", ...(options.headers ?? {}) },
       cache: "no-store",
@@ -304,7 +305,7 @@ function fitNode(node) {
 }
 
 function makeRoom(node) {
-  const graph = node.graph ?? app.graph;
+  const graph = frontend.graphOf(node);
   const titleHeight = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
   const shown = { id: node.id, pos: node.pos, size: frontend.shownSize(node) };
   const moves = makeRoomMoves(shown, frontend.nodesOf(graph), { titleHeight });
@@ -371,7 +372,7 @@ function addSwatches(node) {
 
   const setText = (value) => {
     text.value = value;     // the watcher below redraws the swatches
-    text.callback?.(value, app.canvas, node);
+    text.callback?.(value, frontend.canvas(), node);
     frontend.redraw(node);
     frontend.graphChanged();
   };
@@ -427,7 +428,7 @@ async function loadPrices() {
     console.warn(`[${EXTENSION}] could not load fal prices`, error);
     return;
   }
-  app.graph?.setDirtyCanvas?.(true, true);
+  frontend.redraw();
   // The server fetches fal's price list in the background; ask again once it had time.
   clearTimeout(priceState.timer);
   if (priceState.answer?.refreshing && priceState.polls < 10) {
@@ -557,8 +558,7 @@ function spendPanel({ onClose, compact = false } = {}) {
   const panel = el("div", { class: compact ? "fal-spend fal-spend-compact" : "fal-spend" },
     head, table, total, source, message);
   // Follow new runs while the panel is open.
-  const onRun = () => panel.isConnected ? refresh() : api.removeEventListener("executed", onRun);
-  api.addEventListener("executed", onRun);
+  const stop = frontend.onExecuted(() => (panel.isConnected ? refresh() : stop()));
   refresh();
   return panel;
 }
@@ -702,7 +702,7 @@ function extendMethod(proto, name, extra, failure) {
   };
 }
 
-app.registerExtension({
+frontend.registerExtension({
   name: `${EXTENSION}.fal`,
 
   settings: [
@@ -790,7 +790,7 @@ app.registerExtension({
         // The real number of requests and the run's cost (cached requests: $0).
         const last = lastRunFromOutput(output, { numImages: widgetValue(this, "num_images") ?? 1 });
         if (last) this.falLastRun = last;
-        this.setDirtyCanvas?.(true, true);
+        frontend.redraw(this);
       }, "could not show the result");
       extendMethod(proto, "onNodeCreated", function () {
         addPriceBadge(this);

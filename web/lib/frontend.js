@@ -189,7 +189,7 @@ export function createFrontend({ app, api, doc = globalThis.document, win = glob
 
     /** New nodes of `type` get the server's current definition (e.g. a combo's list). */
     async refreshNodeDef(type) {
-      const answer = await api.fetchApi(`/object_info/${type}`, { cache: "no-store" });
+      const answer = await frontend.fetchApi(`/object_info/${type}`, { cache: "no-store" });
       const defs = await answer.json();
       if (defs?.[type] && typeof app?.registerNodeDef === "function") {
         await app.registerNodeDef(type, defs[type]);
@@ -204,6 +204,32 @@ export function createFrontend({ app, api, doc = globalThis.document, win = glob
         const detail = event?.detail ?? {};
         fn(String(detail.nodeId ?? detail.node ?? ""), detail.text ?? "");
       });
+    },
+
+    /** fetch() against the ComfyUI server (its /api prefix and user header included). */
+    fetchApi(path, options) {
+      return api.fetchApi(path, options);
+    },
+
+    /** fn(event) after any node ran; returns what stops it. */
+    onExecuted(fn) {
+      api?.addEventListener?.("executed", fn);
+      return () => api?.removeEventListener?.("executed", fn);
+    },
+
+    /** The graph a node is in (a subgraph's node is not in the root graph). */
+    graphOf(node) {
+      return node?.graph ?? app?.graph ?? null;
+    },
+
+    /** The canvas, for a widget callback's usual (value, canvas, node) arguments. */
+    canvas() {
+      return app?.canvas ?? null;
+    },
+
+    /** Registers the extension (same call in every generation so far). */
+    registerExtension(definition) {
+      return app.registerExtension(definition);
     },
 
     /** fn(nodeId) when a node starts executing (null at the end of a prompt). */

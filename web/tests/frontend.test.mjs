@@ -170,3 +170,21 @@ test("progress text and executing events reach the callbacks with string node id
   listeners.executing({ detail: null });
   assert.deepEqual(got, [["12", "0/1 done"], ["executing", "5"], ["executing", "7"], ["executing", null]]);
 });
+
+test("onExecuted returns what removes the listener", () => {
+  const listeners = new Set();
+  const api = { addEventListener: (n, fn) => listeners.add(fn), removeEventListener: (n, fn) => listeners.delete(fn) };
+  const stop = createFrontend({ app: {}, api }).onExecuted(() => {});
+  assert.equal(listeners.size, 1);
+  stop();
+  assert.equal(listeners.size, 0);
+});
+
+test("refreshNodeDef registers the server's current definition", async () => {
+  const registered = [];
+  const app = { registerNodeDef: async (type, def) => registered.push([type, def.input.required.key_name[0]]) };
+  const api = { fetchApi: async (path) => ({ json: async () => ({ FalKey: { input: { required: { key_name: [["a", "b"]] } } } }) }) };
+  assert.equal(await createFrontend({ app, api }).refreshNodeDef("FalKey"), true);
+  assert.deepEqual(registered, [["FalKey", ["a", "b"]]]);
+  assert.equal(await createFrontend({ app: {}, api }).refreshNodeDef("FalKey"), false);
+});
