@@ -14,7 +14,15 @@ import os
 import re
 import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
+
+try:
+    import fcntl   # POSIX; elsewhere an O_EXCL lock file does the same job
+except ImportError:
+    fcntl = None  # type: ignore[assignment]
 
 ENV_KEY = "FAL_KEY"
 # Overrides where the key file lives (tests; unusual installs).
@@ -74,30 +82,101 @@ def check_key(key: str) -> str:
 
 
 def _read(path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    data = read_json(path)
+    if data is None:
         return {}
+    keys = data.get("keys") if isinstance(data, dict) else data
+    if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in keys.items()):
+        raise KeyStoreError(f"the key file {path} does not hold named keys (found "
+                            f"{type(keys).__name__} where they belong); nothing was changed, "
+                            f"move the file away and add the keys again")
+    return dict(keys)
+
+
+def read_json(path: Path) -> Any:
+    """The file's JSON, or None when it does not exist. KeyStoreError when unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError) as exc:
-        raise KeyStoreError(f"the key file {path} cannot be read ({type(exc).__name__}); "
-                            f"delete it and add the keys again") from None
-    keys = data.get("keys", {}) if isinstance(data, dict) else {}
-    return {str(k): str(v) for k, v in keys.items()}
+        raise KeyStoreError(f"the file {path} cannot be read ({type(exc).__name__}); "
+                            f"nothing was changed, move it away and try again") from None
+
+
+def private_dir(directory: Path) -> Path:
+    """Create `directory`, and every missing folder above it, readable by this user only
+    (0700) from the start (mkdir -p would make the parents 0755)."""
+    missing = []
+    folder = directory
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    try:
+        os.chmod(directory, 0o700)
+    except OSError:
+        pass
+    return directory
+
+
+@contextmanager
+def locked(path: Path, timeout_s: float = 10.0) -> Iterator[None]:
+    """Hold a lock across a read-modify-write of `path`, between threads and processes
+    alike: flock on its folder where there is flock (nothing left behind), else a
+    sibling lock file created with O_EXCL."""
+    private_dir(path.parent)
+    lock_path = path.with_name(path.name + ".lock")
+    if fcntl is not None:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            break
+        except FileExistsError:
+            try:   # a lock left behind by a crashed process
+                if time.time() - lock_path.stat().st_mtime > 60:
+                    lock_path.unlink()
+                    continue
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise KeyStoreError(f"{path} is locked by another process; try again") from None
+            time.sleep(0.02)
+    try:
+        yield
+    finally:
+        os.close(fd)
+        try:
+            lock_path.unlink()
+        except OSError:
+            pass
 
 
 def _write(path: Path, keys: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private_json(path, {"keys": keys}, prefix=".keys-")
+
+
+def write_private_json(path: Path, data: Any, prefix: str = ".tmp-") -> None:
+    """Write JSON through a 0600 temp file and a rename: never readable by others, not
+    even for a moment, and a crash never leaves half a file."""
+    private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
-        os.chmod(path.parent, 0o700)
-    except OSError:
-        pass
-    # Write to a 0600 temp file and rename, so the key is never world-readable,
-    # not even for a moment, and a crash never leaves half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"keys": keys}, f, indent=1, sort_keys=True)
+            json.dump(data, f, indent=1, sort_keys=True)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -108,9 +187,13 @@ def _write(path: Path, keys: dict[str, str]) -> None:
 
 
 def names() -> list[str]:
+    """Saved key names; [] with one warning when the file is unusable (the fal Key node's
+    list must still load)."""
     try:
         return sorted(_read(key_file()))
-    except KeyStoreError:
+    except KeyStoreError as exc:
+        import logging
+        logging.getLogger("comfyui_fal_edit").warning("fal keys: %s", exc)
         return []
 
 
@@ -125,18 +208,20 @@ def listing() -> list[dict[str, str]]:
 def add(name: str, key: str) -> None:
     name, key = check_name(name), check_key(key)
     path = key_file()
-    keys = _read(path)
-    keys[name] = key
-    _write(path, keys)
+    with locked(path):
+        keys = _read(path)
+        keys[name] = key
+        _write(path, keys)
 
 
 def delete(name: str) -> bool:
     path = key_file()
-    keys = _read(path)
-    if name not in keys:
-        return False
-    del keys[name]
-    _write(path, keys)
+    with locked(path):
+        keys = _read(path)
+        if name not in keys:
+            return False
+        del keys[name]
+        _write(path, keys)
     return True
 
 

@@ -102,3 +102,50 @@ def test_default_location_is_beside_comfyui_user_folders(monkeypatch):
     assert path.parent.parent.name == "user"
     # Not inside ComfyUI's per-user folder (user/default), which /userdata serves.
     assert "default" not in Path(path).parts
+
+
+@pytest.mark.parametrize("content", ['{"keys": null}', "[]", '["work"]', '"a string"', "7",
+                                     '{"keys": ["work"]}', '{"keys": {"work": 5}}', "{}"])
+def test_key_file_of_the_wrong_shape_is_explained_and_kept(key_file, content):
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text(content)
+    with pytest.raises(keystore.KeyStoreError, match="does not hold named keys"):
+        keystore.get("work")
+    with pytest.raises(MissingKey, match="does not hold named keys"):
+        resolve_key(FalKeyRef("work"))
+    assert keystore.names() == []   # the fal Key node's list still loads
+    with pytest.raises(keystore.KeyStoreError, match="nothing was changed"):
+        keystore.add("work", SECRET)
+    with pytest.raises(keystore.KeyStoreError):
+        keystore.delete("work")
+    assert key_file.read_text() == content     # nothing overwritten
+    script = ROOT / "nodes" / "keystore.py"
+    env = {**os.environ, "COMFYUI_FAL_KEYS_FILE": str(key_file)}
+    for args in (["list"], ["add", "work"]):
+        done = subprocess.run([sys.executable, str(script), *args], input=SECRET + "\n",
+                              capture_output=True, text=True, env=env, timeout=30)
+        assert done.returncode == 1 and done.stderr.startswith("error: the key file")
+        assert "Traceback" not in done.stderr and SECRET not in done.stdout + done.stderr
+    assert key_file.read_text() == content
+
+
+ADD_MANY = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("keystore", sys.argv[1])
+keystore = importlib.util.module_from_spec(spec); spec.loader.exec_module(keystore)
+for i in range(int(sys.argv[3])):
+    keystore.add(f"{sys.argv[2]}-{i}", f"key-{sys.argv[2]}-{i:04d}-abcdefgh")
+"""
+
+
+def test_two_processes_adding_keys_at_once_lose_none(key_file):
+    script = str(ROOT / "nodes" / "keystore.py")
+    env = {**os.environ, "COMFYUI_FAL_KEYS_FILE": str(key_file)}
+    workers = [subprocess.Popen([sys.executable, "-c", ADD_MANY, script, who, "150"], env=env,
+                                stderr=subprocess.PIPE, text=True) for who in ("a", "b")]
+    for worker in workers:
+        assert worker.wait(timeout=120) == 0, worker.stderr.read()
+    names = keystore.names()
+    assert len(names) == 300 and keystore.get("b-149") == "key-b-0149-abcdefgh"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert [p.name for p in key_file.parent.iterdir()] == ["keys.json"]
