@@ -1,14 +1,20 @@
 """What fal calls cost: unit prices, estimates before a run, a ledger after it.
 
-Prices come from fal's Platform API (GET {api}/v1/models/pricing), fetched after
-start-up (never at import), kept on disk for a day, with a shipped table as the
-offline fallback. The ledger lists this ComfyUI session's calls.
+Prices come from fal's Platform API (GET {api}/v1/models/pricing), or from the
+server the owner chose instead of fal (egress.py), fetched after start-up (never
+at import), kept on disk for a day, with a shipped table as the offline
+fallback. A price that is negative or not a finite number is refused. One
+refresh at a time for the whole process, whoever asks (routes or runs); after a
+failure, one warning and no new fetch for PRICE_RETRY_S. The ledger lists this
+ComfyUI session's calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -18,9 +24,11 @@ from typing import Any
 
 log = logging.getLogger("comfyui_fal_edit")
 
-FAL_API = "https://api.fal.ai/"
+FAL_PRICING_URL = "https://api.fal.ai/v1/models/pricing"
 PRICE_TTL_S = 24 * 3600
 FETCH_TIMEOUT_S = 5.0
+# After a failed refresh, wait this long before the next one (fal down, bad key).
+PRICE_RETRY_S = 600.0
 
 # Offline fallback, USD, as listed on fal's model pages on the date below.
 # Shown as estimates: fal's Platform API is the authority when reachable.
@@ -173,7 +181,7 @@ class PriceBook:
             return
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            prices = {k: Price(float(v["unit_price"]), str(v["unit"]), "fal")
+            prices = {k: Price(_unit_price(v["unit_price"]), str(v["unit"]), "fal")
                       for k, v in data["prices"].items()}
             with self._lock:
                 self._prices.update(prices)
@@ -208,26 +216,37 @@ class PriceBook:
                     "rules": [r.as_json() for r in price_rules(endpoint.endpoint_id)]}
         return out
 
-    async def refresh(self, key: str, base_url: str = "", endpoint_ids: list[str] | None = None,
+    async def refresh(self, key: str, destination: Any = None,
+                      endpoint_ids: list[str] | None = None,
                       timeout: float = FETCH_TIMEOUT_S) -> bool:
-        """Fetch prices from fal's Platform API; on any failure keep what we have."""
+        """Fetch prices from fal's Platform API (or the owner's server in its place:
+        `destination`, an egress.Destination or a server URL); on any failure keep what
+        we have and log one warning."""
+        from . import egress
         from .endpoints import ENDPOINTS
         from .fal_transport import http_client
+        if destination is None or isinstance(destination, str):
+            destination = egress.Destination("server", egress.normalize(destination)) \
+                if destination else egress.FAL
         ids = endpoint_ids or [e.endpoint_id for e in ENDPOINTS]
-        url = (base_url or FAL_API) + "v1/models/pricing"
+        headers = {"Authorization": f"Key {key}"} if key and destination.sends_key else {}
         try:
-            async with http_client(timeout=timeout) as http:
-                response = await http.get(url, params=[("endpoint_id", i) for i in ids],
-                                          headers={"Authorization": f"Key {key}"})
+            async with http_client(timeout=timeout,
+                                   transport=egress.egress_transport(destination)) as http:
+                response = await http.get(FAL_PRICING_URL, headers=headers,
+                                          params=[("endpoint_id", i) for i in ids])
                 response.raise_for_status()
                 rows = response.json().get("prices", [])
-            prices = {row["endpoint_id"]: Price(float(row["unit_price"]), str(row["unit"]), "fal")
+            prices = {str(row["endpoint_id"]): Price(_unit_price(row["unit_price"]),
+                                                     str(row["unit"]), "fal")
                       for row in rows}
         except Exception as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
-            log.warning("fal prices could not be fetched (%s%s); using the prices shipped with "
-                        "the pack (%s), marked as estimates", type(exc).__name__,
-                        f" HTTP {status}" if status else "", FALLBACK_DATE)
+            why = "a price that is negative or not a number" if isinstance(exc, BadPrice) \
+                else type(exc).__name__ + (f" HTTP {status}" if status else "")
+            log.warning("fal prices could not be fetched from %s (%s); using the prices shipped "
+                        "with the pack (%s), marked as estimates, and trying again in %d "
+                        "minutes", destination.label, why, FALLBACK_DATE, PRICE_RETRY_S // 60)
             return False
         with self._lock:
             self._prices.update(prices)
@@ -235,10 +254,10 @@ class PriceBook:
         path = self.path()
         if path is None:
             return True
+        from .keystore import write_private_json
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"fetched_at": self._fetched_at, "prices": {
-                k: {"unit_price": v.unit_price, "unit": v.unit} for k, v in prices.items()}}))
+            write_private_json(path, {"fetched_at": self._fetched_at, "prices": {
+                k: {"unit_price": v.unit_price, "unit": v.unit} for k, v in prices.items()}})
         except OSError:
             pass
         return True
@@ -248,6 +267,76 @@ class PriceBook:
             self._prices.clear()
             self._fetched_at = 0.0
             self._loaded_disk = False
+
+
+class BadPrice(ValueError):
+    pass
+
+
+def _unit_price(value: Any) -> float:
+    """A unit price as fal sends it; BadPrice for one that is negative or not finite (a
+    price of 0 would switch the spend guard off; NaN would never trip it)."""
+    if isinstance(value, bool):
+        raise BadPrice(value)
+    price = float(value)
+    if not math.isfinite(price) or price < 0:
+        raise BadPrice(value)
+    return price
+
+
+class PriceRefresh:
+    """The one price refresh of the process: at most one fetch at a time, and after a
+    failure no new fetch for PRICE_RETRY_S, whoever asks (routes or runs)."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.failed_at = 0.0
+        self.no_key_logged = False
+
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def reset(self) -> None:
+        if self.running():
+            assert self.task is not None
+            self.task.cancel()
+        self.task, self.failed_at, self.no_key_logged = None, 0.0, False
+
+    def backing_off(self) -> bool:
+        return bool(self.failed_at) and time.monotonic() - self.failed_at < PRICE_RETRY_S
+
+    def start(self, key: str | None, destination: Any, force: bool = False) -> asyncio.Task | None:
+        """Start a background refresh on the running loop when prices are stale. Returns
+        the task (the running one if any), or None when nothing is needed or possible."""
+        if self.running():
+            return self.task
+        if not force and (prices.fresh() or self.backing_off()):
+            return None
+        if not key and getattr(destination, "sends_key", True):
+            if not self.no_key_logged:
+                self.no_key_logged = True
+                log.info("fal prices: no fal key (FAL_KEY or a saved key) to ask fal's price "
+                         "list with; showing the prices shipped with the pack, marked as "
+                         "estimates")
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        self.task = loop.create_task(self._run(key or "", destination),
+                                     name="comfyui-fal-edit price refresh")
+        return self.task
+
+    async def _run(self, key: str, destination: Any) -> bool:
+        try:
+            ok = await prices.refresh(key, destination)
+        except Exception as exc:  # refresh() catches fetch errors; this is a last resort
+            log.warning("fal prices: refresh failed (%s)", type(exc).__name__)
+            ok = False
+        self.failed_at = 0.0 if ok else time.monotonic()
+        if ok:
+            log.info("fal prices: fetched from %s", getattr(destination, "label", "fal"))
+        return ok
 
 
 def estimate(endpoint_id: str, requests: Iterable[tuple[Mapping[str, Any], float]],
@@ -322,4 +411,5 @@ class Ledger:
 
 
 prices = PriceBook()
+price_refresh = PriceRefresh()
 ledger = Ledger()

@@ -13,6 +13,11 @@ logs a key.
     GET    /fal/prices            -> {"prices": {endpoint_id: {unit_price, unit, source}},
                                       "fresh", "fallback_date", "refreshing", "nodes"}
     GET    /fal/spend             -> {"entries": [...], "total", "billed", "cached", "report"}
+    GET    /fal/server-settings   -> {"allowed_servers": [url, ...], "proxy_url",
+                                      "max_usd_per_prompt", "max_usd_per_day", "cache_max_gb",
+                                      "spent_today"}
+    POST   /fal/server-settings   {some of those fields} -> the same object, or
+                                  400 {"error": one sentence} (nothing saved)
 
 Prices: when the fetched ones are missing or a day old, GET /fal/prices starts
 one background refresh (a task on the server's loop, never awaited by the
@@ -20,9 +25,11 @@ request) with the FAL_KEY key or else the first saved key; ComfyUI's start-up
 schedules the same refresh once. Nothing is fetched at import.
 
 ComfyUI serves every route also under /api/. The routes refuse requests whose
-Origin is another site (ComfyUI's own origin check only runs for loopback
-hosts), and the POST routes only take JSON, which a plain cross-site form
-cannot send.
+Origin is another site, compared by scheme, host and port (ComfyUI's own origin
+check only runs for loopback hosts), and requests whose Host is not this
+machine's (DNS rebinding: a stranger's name that resolves to 127.0.0.1 sends
+its own name as Host and Origin). The POST routes only take JSON, which a plain
+cross-site form cannot send.
 
 Importing this module needs aiohttp only (ComfyUI has it); `add_routes` works on
 any RouteTableDef, so tests run the routes without ComfyUI (see `make_app`).
@@ -31,6 +38,7 @@ any RouteTableDef, so tests run the routes without ComfyUI (see `make_app`).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import time
@@ -39,8 +47,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import keystore
-from .settings import ENV_BASE_URL
+from . import egress, keystore, pricing, server_settings
 
 log = logging.getLogger("comfyui_fal_edit")
 
@@ -62,43 +69,81 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+# Host names (besides loopback and IP addresses) this ComfyUI may be reached by, e.g. the
+# name of a reverse proxy in front of it: comma-separated.
+ENV_ALLOWED_HOSTS = "COMFYUI_FAL_ALLOWED_HOSTS"
+
+
 def _split_host(netloc: str) -> tuple[str, int | None]:
     try:
         parts = urlsplit("//" + netloc)
-        return (parts.hostname or "").lower(), parts.port
+        return (parts.hostname or "").lower().rstrip("."), parts.port
     except ValueError:
         return "", None
+
+
+def _own_host_names() -> set[str]:
+    """Names besides IP addresses and localhost: this machine's name, ComfyUI's --listen
+    and the owner's list."""
+    import socket
+    names = {n.strip().lower() for n in os.environ.get(ENV_ALLOWED_HOSTS, "").split(",")}
+    machine = socket.gethostname().lower()
+    names |= {machine, machine + ".local"}
+    try:
+        from comfy.cli_args import args  # type: ignore[import-not-found]
+        names |= {n.strip().lower() for n in str(getattr(args, "listen", "") or "").split(",")}
+    except Exception:   # outside ComfyUI
+        pass
+    return {n for n in names if n}
+
+
+def foreign_host(request: web.Request) -> str | None:
+    """Why the Host is not this machine, or None. A page on a stranger's name that resolves
+    to this machine (DNS rebinding) sends that name; an IP address or localhost cannot be
+    rebound, and the owner can name others (COMFYUI_FAL_ALLOWED_HOSTS)."""
+    host, _ = _split_host(request.headers.get("Host", ""))
+    if not host:
+        return "the request names no host"
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    if host == "localhost" or host.endswith(".localhost") or host in _own_host_names():
+        return None
+    return (f"this ComfyUI was reached by the name {host}, which is not its own (add it to "
+            f"{ENV_ALLOWED_HOSTS} if it is)")
 
 
 def foreign_origin(request: web.Request) -> str | None:
     """Why the request comes from another site, or None when it is our own page.
 
     Browsers send Origin on every POST/DELETE and on cross-origin GETs; it must
-    name the host the request was sent to. Requests without Origin (curl,
-    scripts on the machine) pass unless the browser marks them cross-site.
+    name the host the request was sent to: same scheme, host and port, with the
+    default port of the Origin's scheme filled in where a side has none (a Host
+    without a port is a proxy on the default port). Requests without Origin
+    (curl, scripts on the machine) pass unless the browser marks them cross-site.
     """
     origin = request.headers.get("Origin")
     if origin is None:
         if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
             return "the request comes from another site"
         return None
-    parsed = urlsplit(origin)
-    if origin.strip().lower() == "null" or not parsed.netloc:
+    parsed = urlsplit(origin.strip())
+    if origin.strip().lower() == "null" or not parsed.netloc or \
+            parsed.scheme not in ("http", "https"):
         return "the request comes from a page without an origin"
+    default = 443 if parsed.scheme == "https" else 80
     o_host, o_port = _split_host(parsed.netloc)
     h_host, h_port = _split_host(request.headers.get("Host", ""))
-    if not o_host or o_host != h_host:
-        return f"the request comes from {parsed.scheme}://{parsed.netloc}, not from this ComfyUI"
-    # Like ComfyUI's own check: a port missing on one side (default ports behind
-    # a proxy) is not a mismatch.
-    if o_port is not None and h_port is not None and o_port != h_port:
+    if not o_host or (o_host, o_port or default) != (h_host, h_port or default):
         return f"the request comes from {parsed.scheme}://{parsed.netloc}, not from this ComfyUI"
     return None
 
 
 def same_origin_only(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
-        reason = foreign_origin(request)
+        reason = foreign_host(request) or foreign_origin(request)
         if reason is not None:
             log.warning("fal routes: refused %s %s: %s", request.method, request.path, reason)
             return _error(403, f"refused: {reason}; use the fal panels from ComfyUI's own page")
@@ -140,9 +185,18 @@ def _env_key() -> str:
     return os.environ.get(keystore.ENV_KEY, "").strip()
 
 
+def key_test_destination() -> egress.Destination:
+    """Where "test" sends a key: the owner's server when it takes keys, else fal (a proxy
+    uses its own key, so testing this one there would say nothing)."""
+    try:
+        destination = egress.owner_default()
+    except egress.EgressRefused:
+        return egress.FAL
+    return destination if destination.sends_key else egress.FAL
+
+
 def rest_url() -> str:
-    base = os.environ.get(ENV_BASE_URL, "").strip()
-    return (base.rstrip("/") + "/rest") if base else FAL_REST_URL
+    return key_test_destination().route(FAL_REST_URL + "/")[0].rstrip("/")
 
 
 def _listing() -> dict[str, Any]:
@@ -171,12 +225,12 @@ async def check_key_with_fal(key: str, timeout_s: float = TEST_TIMEOUT_S) -> tup
     """
     import httpx
 
-    url = rest_url() + TOKEN_PATH
-    where = urlsplit(url).netloc
+    destination = key_test_destination()
+    where = urlsplit(rest_url()).netloc
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), follow_redirects=False) \
-                as client:
-            response = await client.post(url, json={}, headers={
+        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), follow_redirects=False,
+                                     transport=egress.egress_transport(destination)) as client:
+            response = await client.post(FAL_REST_URL + TOKEN_PATH, json={}, headers={
                 "Authorization": f"Key {key}", "Accept": "application/json"})
     except httpx.TimeoutException:
         return "unreachable", (f"{where} did not answer within {timeout_s:g}s, so the key could "
@@ -184,7 +238,7 @@ async def check_key_with_fal(key: str, timeout_s: float = TEST_TIMEOUT_S) -> tup
     except httpx.HTTPError as exc:
         return "unreachable", (f"{where} could not be reached ({type(exc).__name__}), so the key "
                                f"could not be checked; check the network or "
-                               f"{ENV_BASE_URL} and try again")
+                               f"{egress.ENV_BASE_URL} and try again")
     status = response.status_code
     if 200 <= status < 300:
         return "valid", f"fal accepted the key ({where} answered {status})"
@@ -197,31 +251,11 @@ async def check_key_with_fal(key: str, timeout_s: float = TEST_TIMEOUT_S) -> tup
 
 # -- prices and spend ------------------------------------------------------------
 
-# After a failed refresh, wait this long before the next one (fal down, bad key).
-PRICE_RETRY_S = 600.0
 # Start-up refresh: a few seconds after the server started, out of start-up's way.
 STARTUP_DELAY_S = 5.0
-
-
-class _PriceRefresh:
-    """The one background price refresh: at most one task at a time."""
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task | None = None
-        self.failed_at = 0.0
-        self.no_key_logged = False
-
-    def running(self) -> bool:
-        return self.task is not None and not self.task.done()
-
-    def reset(self) -> None:
-        if self.running():
-            assert self.task is not None
-            self.task.cancel()
-        self.task, self.failed_at, self.no_key_logged = None, 0.0, False
-
-
-price_refresh = _PriceRefresh()
+PRICE_RETRY_S = pricing.PRICE_RETRY_S
+# The process's one price refresh (shared with the runs, so one back-off for all).
+price_refresh = pricing.price_refresh
 
 
 def price_key() -> str | None:
@@ -241,54 +275,23 @@ def price_key() -> str | None:
     return None
 
 
-def price_base_url() -> str:
-    from .settings import DEFAULT_SETTINGS
-    return DEFAULT_SETTINGS.resolved_base_url()     # COMFYUI_FAL_BASE_URL, or fal's own API
-
-
-async def _refresh_prices(key: str, base_url: str) -> bool:
-    from .pricing import prices
-    try:
-        ok = await prices.refresh(key, base_url)
-    except Exception as exc:  # refresh() catches fetch errors; this is a last resort
-        log.warning("fal prices: refresh failed (%s)", type(exc).__name__)
-        ok = False
-    if ok:
-        price_refresh.failed_at = 0.0
-        log.info("fal prices: fetched from %s", urlsplit(base_url or "https://api.fal.ai/").netloc)
-    else:
-        price_refresh.failed_at = time.monotonic()
-    return ok
-
-
 def schedule_price_refresh(force: bool = False) -> asyncio.Task | None:
     """Start a background refresh on the running loop when prices are stale.
 
     Never waits for it. Returns the task (the running one if there is one), or
     None when nothing is needed or possible (fresh, no key, a recent failure).
     """
-    from .pricing import prices
     if price_refresh.running():
         return price_refresh.task
-    if not force and prices.fresh():
-        return None
-    if not force and price_refresh.failed_at and \
-            time.monotonic() - price_refresh.failed_at < PRICE_RETRY_S:
-        return None
-    key = price_key()
-    if not key:
-        if not price_refresh.no_key_logged:
-            price_refresh.no_key_logged = True
-            log.info("fal prices: no fal key (FAL_KEY or a saved key) to ask fal's price list "
-                     "with; showing the prices shipped with the pack, marked as estimates")
+    if not force and (pricing.prices.fresh() or price_refresh.backing_off()):
         return None
     try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
+        destination = egress.owner_default()
+    except egress.EgressRefused as exc:
+        log.warning("fal prices: %s", exc)
         return None
-    price_refresh.task = loop.create_task(_refresh_prices(key, price_base_url()),
-                                          name="comfyui-fal-edit price refresh")
-    return price_refresh.task
+    return price_refresh.start(price_key() if destination.sends_key else None, destination,
+                               force)
 
 
 def _prices_answer() -> dict[str, Any]:
@@ -415,7 +418,34 @@ def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
     async def fal_spend(request: web.Request) -> web.Response:
         return web.json_response(_spend_answer(), headers={"Cache-Control": "no-store"})
 
+    @routes.get("/fal/server-settings")
+    @same_origin_only
+    async def fal_server_settings(request: web.Request) -> web.Response:
+        return web.json_response(_server_settings_answer(server_settings.load()),
+                                 headers={"Cache-Control": "no-store"})
+
+    @routes.post("/fal/server-settings")
+    @same_origin_only
+    async def fal_server_settings_update(request: web.Request) -> web.Response:
+        body = await _json_body(request, '{"allowed_servers": [...], "max_usd_per_prompt": 5, '
+                                         '...}')
+        body.pop("spent_today", None)   # read-only; a panel may send back what it got
+        try:
+            updated = server_settings.update(body)
+        except (server_settings.SettingsError, keystore.KeyStoreError) as exc:
+            return _error(400, str(exc))
+        except OSError as exc:
+            return _error(500, f"{server_settings.path()} cannot be written "
+                               f"({type(exc).__name__}); check the permissions of that folder")
+        log.info("fal server settings changed: %s", ", ".join(sorted(body)))
+        return web.json_response(_server_settings_answer(updated))
+
     return routes
+
+
+def _server_settings_answer(values: dict[str, Any]) -> dict[str, Any]:
+    # spent_today: read-only, what the daily ceiling is measured against.
+    return {**values, "spent_today": round(server_settings.spent_today(), 6)}
 
 
 def make_app() -> web.Application:

@@ -44,6 +44,7 @@ def fal(emulator_server, monkeypatch, tmp_path):
     emulator_server.reset()
     caches_mod.caches.clear()
     pricing.prices.clear()
+    pricing.price_refresh.reset()
     pricing.ledger.clear()
     monkeypatch.setenv("COMFYUI_FAL_CACHE_DIR", str(tmp_path / "cache"))
     host.interrupt_requested = False

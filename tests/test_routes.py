@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from comfyui_fal_edit.nodes import keystore, routes
+from comfyui_fal_edit.nodes import keystore, routes, server_settings
 from comfyui_fal_edit.nodes.node_classes import ENV_CHOICE, FalKey
 
 GOOD_KEY = "goodkey-4c1f7e2a:0b9d63e8a5f14c7d9e2b-Q7wX"
@@ -190,15 +190,45 @@ async def test_foreign_origin_is_refused(client, seen, key_file, method, path, b
 
 
 @pytest.mark.asyncio
-async def test_own_origin_is_accepted(client, seen):
+async def test_own_origin_is_accepted(client, seen, monkeypatch):
     host = f"{client.host}:{client.port}"
     status, _ = await call(client, seen, "POST", "/fal/keys", {"name": "work", "key": GOOD_KEY},
                            Origin=f"http://{host}", **{"Sec-Fetch-Site": "same-origin"})
     assert status == 201
-    # A proxy on the default port: Host without a port, Origin without one either.
+    # A reverse proxy on the default port, under a name the owner allowed: Host without a
+    # port, Origin without one either.
+    monkeypatch.setenv(routes.ENV_ALLOWED_HOSTS, "other.example, comfy.example")
     status, _ = await call(client, seen, "GET", "/fal/keys", Origin="https://comfy.example",
                            Host="comfy.example")
     assert status == 200
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("GET", "/fal/keys", None),
+    ("POST", "/fal/keys", {"name": "work", "key": BAD_KEY}),
+    ("DELETE", "/fal/keys/work", None),
+    ("GET", "/fal/spend", None),
+    ("GET", "/fal/server-settings", None),
+    ("POST", "/fal/server-settings", {"allowed_servers": ["http://evil.example/"]}),
+])
+@pytest.mark.asyncio
+async def test_dns_rebinding_is_refused(client, seen, key_file, method, path, body):
+    """A stranger's name resolving to 127.0.0.1: the page sends that name as Host and
+    Origin alike, so the two agree; the name itself gives it away."""
+    keystore.add("work", GOOD_KEY)
+    for name in ("evil.example", f"evil.example:{client.port}"):
+        status, answer = await call(client, seen, method, path, body, Host=name,
+                                    Origin=f"http://{name}")
+        assert status == 403 and "evil.example" in answer["error"], (name, answer)
+    assert keystore.get("work") == GOOD_KEY
+    assert server_settings.load()["allowed_servers"] == []
+    assert_no_key(seen, GOOD_KEY, BAD_KEY)
+    # Loopback, localhost and IP addresses cannot be rebound: they still answer.
+    for name in (f"127.0.0.1:{client.port}", f"localhost:{client.port}",
+                 f"192.168.1.20:{client.port}", f"[::1]:{client.port}"):
+        status, _ = await call(client, seen, "GET", "/fal/keys", Host=name,
+                               Origin=f"http://{name}")
+        assert status == 200, name
 
 
 def test_foreign_origin_rules():
@@ -212,6 +242,14 @@ def test_foreign_origin_rules():
     assert routes.foreign_origin(Req(Host="localhost:8188", Origin="http://127.0.0.1:8188"))
     assert routes.foreign_origin(Req(Host="127.0.0.1:8188", Origin="http://127.0.0.1.evil.io"))
     assert routes.foreign_origin(Req(Host="127.0.0.1:8188", Origin="file://"))
+    # Origins compare by scheme, host and port, default ports filled in.
+    assert routes.foreign_origin(Req(Host="127.0.0.1:8188", Origin="http://127.0.0.1"))
+    assert routes.foreign_origin(Req(Host="127.0.0.1:80", Origin="http://127.0.0.1")) is None
+    assert routes.foreign_origin(Req(Host="127.0.0.1", Origin="http://127.0.0.1:80")) is None
+    assert routes.foreign_origin(Req(Host="127.0.0.1:443", Origin="http://127.0.0.1"))
+    assert routes.foreign_origin(Req(Host="comfy.example", Origin="https://comfy.example")) \
+        is None
+    assert routes.foreign_origin(Req(Host="127.0.0.1:8188", Origin="ftp://127.0.0.1:8188"))
 
 
 # -- test ---------------------------------------------------------------------------

@@ -1,0 +1,278 @@
+"""Where a run's requests may go: the one place that decides where the fal key may be sent.
+
+Workflows come from strangers, so a server named inside one (fal Settings'
+`base_url`) is only a request: the key goes to fal's own hosts, or to a server
+that the owner of this ComfyUI chose on the server itself:
+
+- `COMFYUI_FAL_BASE_URL`: a fal-compatible server in the emulator's layout
+  ({base}queue/, {base}run/, {base}rest, {base}cdn); it receives the key.
+- `COMFYUI_FAL_PROXY_URL`, or the proxy saved in Settings → fal: fal-js's
+  `proxyUrl` protocol. Every request goes to the proxy with the real fal URL in
+  the `x-fal-target-url` header and the proxy adds its own key, so the pack
+  sends no key at all.
+- the allowed servers saved in Settings → fal (server_settings.json beside the
+  keys): a workflow's `base_url` is used only if it is one of them (or the env
+  one). Loopback is not special: a local server can forward anywhere.
+
+fal-client's module-wide hosts are never changed. Each run gets its own client
+whose HTTP transport (EgressTransport) maps fal's URLs to the destination and
+refuses any request carrying an Authorization header to a host that is neither
+fal's nor the destination.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+ENV_BASE_URL = "COMFYUI_FAL_BASE_URL"
+ENV_PROXY_URL = "COMFYUI_FAL_PROXY_URL"
+TARGET_URL_HEADER = "x-fal-target-url"     # fal-js: libs/client/src/middleware.ts
+
+# fal's own hosts (and fal-client's backup domains). https only.
+FAL_DOMAINS = ("fal.run", "fal.ai", "fal.media", "falrun.com")
+# Where fal's result files live (what uploads and endpoints return).
+FAL_FILE_DOMAINS = ("fal.media", "fal.run", "fal.ai")
+FAL_GCS_HOST, FAL_GCS_PREFIX = "storage.googleapis.com", "/falserverless/"
+
+# fal's URLs (fal-client's module defaults) -> the path below an emulator-layout base.
+_LAYOUT = {
+    "queue.fal.run": "queue/", "queue.falrun.com": "queue/",
+    "fal.run": "run/", "falrun.com": "run/",
+    "rest.fal.ai": "rest/",
+    "v3.fal.media": "cdn/",
+    "api.fal.ai": "",
+}
+
+
+class EgressRefused(Exception):
+    """A request (or a destination) the owner did not allow. The message is one sentence."""
+
+
+def _on_domain(host: str, domains: tuple[str, ...]) -> bool:
+    host = host.lower().rstrip(".")
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
+def is_fal_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "https" and _on_domain(parts.hostname or "", FAL_DOMAINS)
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) with the default port filled in; None if not http(s)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower().rstrip("."), \
+        port or (443 if parts.scheme == "https" else 80)
+
+
+def normalize(url: str) -> str:
+    """A server URL in one spelling (lower-case scheme and host, trailing '/'), or ''.
+
+    Raises EgressRefused for something that is not an http(s) URL."""
+    url = (url or "").strip()
+    if not url:
+        return ""
+    found = origin(url)
+    parts = urlsplit(url)
+    if found is None or parts.username or parts.password or parts.query or parts.fragment:
+        raise EgressRefused(f"'{url[:80]}' is not a server URL (http:// or https://, no "
+                            f"user name, query or fragment)")
+    scheme, host, port = found
+    default = 443 if scheme == "https" else 80
+    netloc = (f"[{host}]" if ":" in host else host) + ("" if port == default else f":{port}")
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}/"
+
+
+def is_private_host(host: str) -> bool:
+    """Loopback, private, link-local or unspecified addresses, and localhost names."""
+    host = host.lower().rstrip(".").strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (address.is_private or address.is_loopback or address.is_link_local or
+            address.is_unspecified or address.is_reserved or address.is_multicast)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where one run sends its requests."""
+
+    kind: str = "fal"        # "fal" | "server" (emulator layout, gets the key) | "proxy"
+    url: str = ""            # normalized; "" for fal
+
+    @property
+    def name(self) -> str:
+        """What caches are keyed on: results from one server never answer for another."""
+        return "https://fal.run" if self.kind == "fal" else f"{self.kind}:{self.url}"
+
+    @property
+    def label(self) -> str:
+        return "fal" if self.kind == "fal" else urlsplit(self.url).netloc
+
+    @property
+    def sends_key(self) -> bool:
+        return self.kind != "proxy"
+
+    def is_own(self, url: str) -> bool:
+        """The URL is on this destination's server (same scheme, host and port)."""
+        return bool(self.url) and origin(url) == origin(self.url)
+
+    def route(self, url: str) -> tuple[str, dict[str, str]]:
+        """fal's URL -> (the URL to send to, extra headers)."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if self.kind == "server" and parts.scheme == "https" and host in _LAYOUT:
+            rest = url.split(parts.netloc, 1)[1].lstrip("/")
+            return self.url + _LAYOUT[host] + rest, {}
+        if self.kind == "proxy" and is_fal_url(url):
+            return self.proxy_url, {TARGET_URL_HEADER: url}
+        return url, {}
+
+    @property
+    def proxy_url(self) -> str:
+        return self.url.rstrip("/") if self.kind == "proxy" else ""
+
+    def may_carry_credentials(self, url: str) -> bool:
+        """A request with an Authorization header may go to fal's hosts or this server."""
+        return is_fal_url(url) or (self.kind == "server" and self.is_own(url))
+
+    def accepts_result_url(self, url: str) -> bool:
+        """Result files: https from fal's file hosts, or this destination's own server."""
+        parts = urlsplit(url)
+        if self.is_own(url):
+            return True
+        if parts.scheme != "https":
+            return False
+        host = (parts.hostname or "").lower()
+        return _on_domain(host, FAL_FILE_DOMAINS) or \
+            (host == FAL_GCS_HOST and parts.path.startswith(FAL_GCS_PREFIX))
+
+    def may_redirect_to(self, url: str) -> bool:
+        """A redirect of a result download: https to a public host, or this server."""
+        parts = urlsplit(url)
+        if self.is_own(url):
+            return True
+        return parts.scheme == "https" and not is_private_host(parts.hostname or "")
+
+
+FAL = Destination()
+
+
+def _env(name: str) -> str:
+    return normalize(os.environ.get(name, ""))
+
+
+def owner_default() -> Destination:
+    """Where runs go when the workflow names no server: the owner's choice, else fal."""
+    from . import server_settings
+    if proxy := _env(ENV_PROXY_URL):
+        return Destination("proxy", proxy)
+    if base := _env(ENV_BASE_URL):
+        return Destination("server", base)
+    if proxy := normalize(server_settings.load().get("proxy_url", "")):
+        return Destination("proxy", proxy)
+    return FAL
+
+
+def resolve(workflow_url: str = "") -> Destination:
+    """The destination of a run whose fal Settings carry `workflow_url` (may be empty).
+
+    Raises EgressRefused (one sentence, naming the host and how to allow it) for a
+    server the owner did not allow; nothing has been sent then."""
+    from . import server_settings
+    try:
+        wanted = normalize(workflow_url)
+    except EgressRefused as exc:
+        raise EgressRefused(f"base_url {exc}; leave it empty to use fal") from None
+    default = owner_default()
+    if not wanted or wanted == default.url:
+        return default
+    settings = server_settings.load()
+    if wanted == _env(ENV_BASE_URL):
+        return Destination("server", wanted)
+    if wanted in (_env(ENV_PROXY_URL), normalize(settings.get("proxy_url", ""))):
+        return Destination("proxy", wanted)
+    if wanted in settings.get("allowed_servers", []):
+        return Destination("server", wanted)
+    raise EgressRefused(
+        f"base_url {urlsplit(wanted).netloc} comes with the workflow and is not a server this "
+        f"ComfyUI's owner allowed, so nothing was sent (your fal key would go to it); leave "
+        f"base_url empty to use fal, or add {wanted} to the allowed servers in Settings → fal")
+
+
+# -- the transport every HTTP client of a run uses -----------------------------
+
+def egress_transport(destination: Destination, inner=None):
+    """An httpx transport that sends fal's URLs to `destination` and refuses credentials
+    anywhere else. `inner` sends what passes (default: httpx's own transport)."""
+    import httpx
+
+    from .fal_transport import tls_context
+
+    class EgressTransport(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = inner or httpx.AsyncHTTPTransport(verify=tls_context())
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            original = str(request.url)
+            target, extra = destination.route(original)
+            headers = request.headers.copy()
+            if destination.kind == "proxy" and extra:
+                # The proxy adds its own key; the pack's never goes there.
+                headers.pop("authorization", None)
+            if "authorization" in headers and not destination.may_carry_credentials(target):
+                raise EgressRefused(
+                    f"refused to send fal credentials to {urlsplit(target).netloc}, which is "
+                    f"neither fal nor a server this ComfyUI's owner allowed")
+            if target != original or extra:
+                headers.update(extra)
+                url = httpx.URL(target)
+                headers["host"] = url.netloc.decode("ascii")
+                request = httpx.Request(request.method, url, headers=headers,
+                                        stream=request.stream,
+                                        extensions=request.extensions.copy())
+            elif headers != request.headers:
+                request.headers = headers
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    return EgressTransport()
+
+
+def download_transport(destination: Destination, **options):
+    """The transport of result downloads: every hop (redirects included) is checked, and
+    no credentials ever go along. `options` go to httpx's transport (limits)."""
+    import httpx
+
+    from .fal_transport import tls_context
+
+    class DownloadTransport(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx.AsyncHTTPTransport(verify=tls_context(), **options)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            url = str(request.url)
+            if "authorization" in request.headers or not destination.may_redirect_to(url):
+                raise EgressRefused(f"refused to fetch a result from {request.url.host}: a "
+                                    f"result may only come from fal's file hosts or the "
+                                    f"allowed server")
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    return DownloadTransport()

@@ -1,0 +1,174 @@
+"""What the owner of this ComfyUI decides on the server, which no workflow can override.
+
+One private JSON file beside the keys (server_settings.json, 0600 in a 0700
+folder), edited in Settings → fal (GET/POST /fal/server-settings):
+
+    allowed_servers     fal-compatible servers (emulator layout) a workflow's base_url may
+                        name; they receive the fal key
+    proxy_url           a fal-js style proxy every run goes through ("" = none); it adds
+                        its own key, the pack sends none
+    max_usd_per_prompt  ceiling per prompt, estimated USD (0 = none); workflows can only lower it
+    max_usd_per_day     ceiling per calendar day (local time), across restarts (0 = none)
+    cache_max_gb        disk space of the result cache
+
+Workflow values (fal Settings widgets) can only lower the spend ceilings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from . import keystore
+from .egress import EgressRefused, normalize
+
+FILE_NAME = "server_settings.json"
+SPEND_FILE_NAME = "spend_by_day.json"
+MAX_SERVERS = 20
+
+DEFAULTS: dict[str, Any] = {
+    "allowed_servers": [],
+    "proxy_url": "",
+    "max_usd_per_prompt": 5.0,
+    "max_usd_per_day": 20.0,
+    "cache_max_gb": 2.0,
+}
+_RANGES = {"max_usd_per_prompt": (0.0, 100000.0), "max_usd_per_day": (0.0, 1000000.0),
+           "cache_max_gb": (0.1, 10000.0)}
+
+
+class SettingsError(ValueError):
+    """A value the owner cannot save; the message is one sentence."""
+
+
+def path() -> Path:
+    return keystore.key_file().parent / FILE_NAME
+
+
+def load() -> dict[str, Any]:
+    """The owner's settings, defaults filled in. An unreadable or malformed file counts as
+    the defaults (the strictest choice: no extra servers), with one warning per call."""
+    try:
+        data = keystore.read_json(path())
+    except keystore.KeyStoreError as exc:
+        _warn(str(exc))
+        data = None
+    out = dict(DEFAULTS)
+    if data is None:
+        return out
+    if not isinstance(data, dict):
+        _warn(f"{path()} is not a JSON object; using the defaults")
+        return out
+    try:
+        out.update(_checked(data, partial=True, strict=False))
+    except SettingsError as exc:
+        _warn(f"{path()}: {exc}; using the defaults")
+    return out
+
+
+def update(changes: Any) -> dict[str, Any]:
+    """Apply a partial object; the whole new settings, or SettingsError (nothing saved)."""
+    if not isinstance(changes, dict):
+        raise SettingsError("send a JSON object with some of: " + ", ".join(DEFAULTS))
+    checked = _checked(changes, partial=True, strict=True)
+    target = path()
+    with keystore.locked(target):
+        current = load()
+        current.update(checked)
+        keystore.write_private_json(target, current, prefix=".settings-")
+    return current
+
+
+def _checked(values: dict[str, Any], partial: bool, strict: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in DEFAULTS:
+            if strict:
+                raise SettingsError(f"unknown setting `{name}`; the settings are "
+                                    + ", ".join(DEFAULTS))
+            continue
+        if name == "allowed_servers":
+            out[name] = _servers(value)
+        elif name == "proxy_url":
+            out[name] = _server(value, name) if value else ""
+        else:
+            low, high = _RANGES[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not math.isfinite(value) or not low <= value <= high:
+                raise SettingsError(f"`{name}` must be a number from {low:g} to {high:g}")
+            out[name] = float(value)
+    return out
+
+
+def _server(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise SettingsError(f"`{name}` must be a URL string")
+    try:
+        return normalize(value)
+    except EgressRefused as exc:
+        raise SettingsError(f"`{name}`: {exc}") from None
+
+
+def _servers(value: Any) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_SERVERS:
+        raise SettingsError(f"`allowed_servers` must be a list of at most {MAX_SERVERS} "
+                            f"server URLs")
+    servers = [_server(v, "allowed_servers") for v in value]
+    return [s for i, s in enumerate(servers) if s and s not in servers[:i]]
+
+
+_warned: set[str] = set()
+
+
+def _warn(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        import logging
+        logging.getLogger("comfyui_fal_edit").warning("fal server settings: %s", message)
+
+
+# -- spend by day: the daily ceiling must survive a restart -------------------------
+
+def _today() -> str:
+    return time.strftime("%Y-%m-%d")
+
+
+def spent_today() -> float:
+    try:
+        data = keystore.read_json(keystore.key_file().parent / SPEND_FILE_NAME)
+    except keystore.KeyStoreError:
+        return 0.0
+    if isinstance(data, dict):
+        value = data.get(_today())
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+            return float(value)
+    return 0.0
+
+
+def add_spend(usd: float) -> None:
+    """Add a billed call's estimate to today's total (kept a week; older days dropped)."""
+    if not (math.isfinite(usd) and usd > 0):
+        return
+    target = keystore.key_file().parent / SPEND_FILE_NAME
+    try:
+        with keystore.locked(target):
+            try:
+                data = keystore.read_json(target)
+            except keystore.KeyStoreError:
+                data = None
+            days = data if isinstance(data, dict) else {}
+            today = _today()
+            previous = days.get(today)
+            previous = previous if isinstance(previous, (int, float)) and \
+                math.isfinite(previous) else 0.0
+            days = {d: v for d, v in days.items() if isinstance(d, str) and d >= _week_ago()}
+            days[today] = round(previous + usd, 6)
+            keystore.write_private_json(target, days, prefix=".spend-")
+    except (OSError, keystore.KeyStoreError) as exc:
+        _warn(f"today's fal spend could not be saved ({type(exc).__name__})")
+
+
+def _week_ago() -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(time.time() - 7 * 86400))
