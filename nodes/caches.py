@@ -11,6 +11,10 @@ result files beside it under ComfyUI's user directory, so they survive a
 restart. fal's URLs expire; the stored files don't, so a cached result never
 depends on a URL that may be dead. Any trouble with the disk (corrupt or locked
 database, missing files) is a miss with one warning, never a failed graph.
+
+The folder and everything in it is private (0700 / 0600) from the start: the
+index holds the upload URLs of the user's images. Its size is the owner's
+setting (server_settings.cache_max_gb), never a workflow's.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import logging
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -29,10 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import keystore
+
 log = logging.getLogger("comfyui_fal_edit")
 
 ENV_CACHE_DIR = "COMFYUI_FAL_CACHE_DIR"
-DEFAULT_MAX_BYTES = 2 * 1024**3
 # fal keeps uploaded and result files for a while; after this we upload again
 # rather than risk handing fal a dead URL.
 UPLOAD_TTL_S = 24 * 3600
@@ -94,12 +100,24 @@ class DiskStore:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._broken = False
-        self.max_bytes = DEFAULT_MAX_BYTES
+        self.max_bytes_override: int | None = None     # tests; else the owner's setting
+
+    @property
+    def max_bytes(self) -> int:
+        if self.max_bytes_override is not None:
+            return self.max_bytes_override
+        from . import server_settings
+        return int(server_settings.load()["cache_max_gb"] * 1024**3)
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.files.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.directory / "index.sqlite", timeout=2.0,
+            keystore.private_dir(self.files)
+            if self.directory.parent.name == keystore.KEY_DIR_NAME:   # the pack's own folder
+                os.chmod(self.directory.parent, 0o700)
+            index = self.directory / "index.sqlite"
+            os.close(os.open(index, os.O_RDWR | os.O_CREAT, 0o600))   # private before SQLite
+            os.chmod(index, 0o600)                                      # writes a byte to it
+            conn = sqlite3.connect(index, timeout=2.0,
                                    check_same_thread=False, isolation_level=None)
             conn.executescript(self.SCHEMA)
             self._conn = conn
@@ -143,9 +161,18 @@ class DiskStore:
             names = []
             for n, (blob, ext) in enumerate(zip(blobs, extensions)):
                 name = f"{key[:40]}-{n}.{ext}"
-                tmp = self.files / (name + ".tmp")
-                tmp.write_bytes(blob)
-                os.replace(tmp, self.files / name)
+                # A temp name of its own (two processes may write the same entry), 0600.
+                fd, tmp = tempfile.mkstemp(dir=self.files, prefix=f".{name}-", suffix=".tmp")
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(blob)
+                    os.replace(tmp, self.files / name)
+                except BaseException:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+                    raise
                 names.append(name)
             now = time.time()
             db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -229,10 +256,11 @@ class Caches:
             self._disk_dir = directory
         return self._disk
 
-    def set_max_bytes(self, max_bytes: int) -> None:
+    def set_max_bytes(self, max_bytes: int | None) -> None:
+        """Override the owner's cache size (tests); None goes back to it."""
         disk = self.disk()
         if disk is not None:
-            disk.max_bytes = max_bytes
+            disk.max_bytes_override = max_bytes
 
     # uploads --------------------------------------------------------------
     def upload_url(self, server: str, digest: str) -> str | None:
@@ -290,6 +318,7 @@ class Caches:
         self._keep_in_memory(key, item)
         disk = self.disk()
         if disk is not None and blobs is not None:
+            blobs = [_as_stored(blob, frame) for blob, frame in zip(blobs, item.frames)]
             exts = [_extension(b) for b in blobs]
             disk.put_result(key, endpoint_id, {"urls": item.urls, "flagged": item.flagged,
                                                "seed": item.seed, "request_id": item.request_id},
@@ -357,6 +386,15 @@ class Caches:
         if self._disk is not None:
             self._disk.close()
         self._disk, self._disk_dir = None, None
+
+
+def _as_stored(blob: bytes, frame: np.ndarray) -> bytes:
+    """The file as fal sent it when it is no bigger than its pixels, else the pixels that
+    were decoded from it (a small image padded with hundreds of MB is kept small)."""
+    if len(blob) <= frame.nbytes + 65536:
+        return blob
+    from .imaging import png_bytes
+    return png_bytes(frame)
 
 
 def _extension(blob: bytes) -> str:

@@ -257,3 +257,90 @@ def fal_request_key(fal) -> str:
     disk = caches_mod.caches.disk()
     rows = disk._db().execute("SELECT key FROM results ORDER BY created DESC").fetchall()
     return rows[0][0]
+
+
+# -- the files on disk -------------------------------------------------------------
+
+def test_cache_folder_and_files_are_private_from_the_start(fal, monkeypatch, tmp_path):
+    """Only FAL_KEY in use (no key file ever written): the pack's folder, the index (it
+    holds the upload URLs of the user's images) and result files are the user's only."""
+    import os
+    import stat
+    pack_dir = tmp_path / "user" / "comfyui-fal-edit"
+    monkeypatch.setenv("COMFYUI_FAL_CACHE_DIR", str(pack_dir / "cache"))
+    restart()
+    run_node("FalColorCorrection", image=sample_image(64, 48, seed=41))
+    modes = {}
+    for folder, dirs, files in os.walk(pack_dir):
+        modes[folder] = stat.S_IMODE(os.stat(folder).st_mode)
+        for name in files:
+            modes[os.path.join(folder, name)] = stat.S_IMODE(os.stat(os.path.join(folder,
+                                                                                  name)).st_mode)
+    assert any(p.endswith("index.sqlite") for p in modes)
+    assert any("/files/" in p for p in modes)
+    assert {p: m for p, m in modes.items() if m & 0o077} == {}
+
+
+def test_two_writers_of_the_same_entry_do_not_share_a_temp_file(tmp_path, monkeypatch):
+    """Two processes (two stores on one folder) write one entry at once: each has written
+    its temporary file before either renames it."""
+    import os
+    stores = [caches_mod.DiskStore(tmp_path / "cache") for _ in range(2)]
+    blob = b"\x89PNG\r\n\x1a\n" + b"x" * 1000
+    both_written = threading.Barrier(2, timeout=5)
+    rename = os.replace
+
+    def replace_when_both_wrote(src, dst):
+        both_written.wait()
+        return rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_when_both_wrote)
+    threads = [threading.Thread(target=s.put_result, args=("k" * 64, COLOR, {"urls": [],
+               "flagged": [False]}, [blob], ["png"])) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.setattr(os, "replace", rename)
+    assert [s._broken for s in stores] == [False, False]
+    assert stores[0].get_result("k" * 64)[1] == [blob]
+    assert [p.name for p in (tmp_path / "cache" / "files").iterdir()] == ["k" * 40 + "-0.png"]
+    for store in stores:
+        store.close()
+
+
+def test_a_padded_result_is_stored_as_its_pixels(fal, tmp_path):
+    """A 64x64 PNG with 30 MB after its end decodes fine; the cache keeps what was decoded."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(buf, "PNG")
+    padded = buf.getvalue() + b"\0" * (30 << 20)
+    frame = np.full((64, 64, 3), 90, np.uint8)
+    result = caches_mod.ItemResult([frame], ["https://v3.fal.media/files/x.png"], [False])
+    caches_mod.caches.remember_result("p" * 64, COLOR, result, [padded])
+    stored = sum(p.stat().st_size for p in (tmp_path / "cache" / "files").iterdir())
+    assert stored < 100_000
+    restart()
+    again = caches_mod.caches.result("p" * 64)
+    assert again is not None and np.array_equal(again.frames[0], frame)
+
+
+@pytest.mark.parametrize("bad", [-5.0, float("nan"), float("inf"), "free", True])
+def test_a_negative_or_non_finite_price_is_refused(fal, monkeypatch, caplog, bad):
+    from fal_emulator.server import PRICES
+    monkeypatch.setitem(PRICES, COLOR, (bad, "image"))
+    assert asyncio.run(pricing.prices.refresh("price-test-key-1234", fal.base_url)) is False
+    assert pricing.prices.price(COLOR).source == "fallback"
+    assert not pricing.prices.path().exists()
+    assert any("negative or not a number" in r.getMessage() or "ValueError" in r.getMessage()
+               for r in caplog.records)
+    # Nor from a prices.json someone edited.
+    pricing.prices.path().parent.mkdir(parents=True, exist_ok=True)
+    pricing.prices.path().write_text('{"fetched_at": 9e15, "prices": {"%s": '
+                                     '{"unit_price": -5, "unit": "image"}}}' % COLOR)
+    pricing.prices.clear()
+    assert pricing.prices.price(COLOR).source == "fallback"
+
