@@ -57,10 +57,13 @@ class ItemResult:
         return sum(f.nbytes for f in self.frames)
 
 
-def request_key(endpoint_id: str, payload: dict, image_digests: list[str]) -> str:
-    """Identity of a request: endpoint + payload with images named by their pixels
-    (upload URLs change from run to run; pixels don't)."""
-    canonical = json.dumps({"endpoint": endpoint_id, "payload": payload, "images": image_digests},
+def request_key(endpoint_id: str, payload: dict, image_digests: list[str], server: str) -> str:
+    """Identity of a request: the server that answers it (a result from one server never
+    answers for another, so an emulator's or a stranger's result never comes back as
+    fal's), endpoint, and payload with images named by their pixels (upload URLs change
+    from run to run; pixels don't)."""
+    canonical = json.dumps({"server": server, "endpoint": endpoint_id, "payload": payload,
+                            "images": image_digests},
                            sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -267,7 +267,7 @@ def download_transport(destination: Destination, **options):
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             url = str(request.url)
             if "authorization" in request.headers or not destination.may_redirect_to(url):
-                raise EgressRefused(f"refused to fetch a result from {request.url.host}: a "
+                raise EgressRefused(f"refused to fetch a result from {urlsplit(url).netloc}: a "
                                     f"result may only come from fal's file hosts or the "
                                     f"allowed server")
             return await self.inner.handle_async_request(request)

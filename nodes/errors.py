@@ -98,4 +98,7 @@ def translate(exc: BaseException, key_label: str) -> str:
         return "fal sent an unreadable answer (malformed JSON); run again later"
     if isinstance(exc, asyncio.TimeoutError):
         return "fal did not finish in time"
+    from .egress import EgressRefused
+    if isinstance(exc, EgressRefused):   # already a sentence with the host in it
+        return str(exc)
     return _short(f"{type(exc).__name__}: {exc}")

@@ -8,35 +8,11 @@ one upload client per run.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any, AsyncIterator
-
-# fal-client builds its URLs from these module globals at call time.
-_FAL_CLIENT_HOSTS = ("QUEUE_URL_FORMAT", "RUN_URL_FORMAT", "REST_URL", "CDN_URL")
-_original_hosts: dict[str, str] = {}
-
-
-def point_fal_client_at(base_url: str) -> None:
-    """Send fal-client's traffic to `base_url` (queue/, run/, rest, cdn below it),
-    or back to fal's own hosts when base_url is empty.
-
-    ComfyUI runs one prompt at a time, so a process-wide switch is safe there.
-    """
-    import fal_client.client as fc
-
-    if not _original_hosts:
-        _original_hosts.update({name: getattr(fc, name) for name in _FAL_CLIENT_HOSTS})
-    if not base_url:
-        for name, value in _original_hosts.items():
-            setattr(fc, name, value)
-        return
-    fc.QUEUE_URL_FORMAT = base_url + "queue/"
-    fc.RUN_URL_FORMAT = base_url + "run/"
-    fc.REST_URL = base_url + "rest"
-    fc.CDN_URL = base_url + "cdn"
-
 
 @lru_cache(maxsize=1)
 def tls_context() -> ssl.SSLContext:
@@ -51,31 +27,102 @@ def http_client(**options: Any):
     return httpx.AsyncClient(verify=tls_context(), **options)
 
 
-def fal_client_for_run(key: str):
-    """A fal_client.AsyncClient whose uploads share one HTTP client for the run."""
+# The key fal-client holds when a proxy adds the real one: never sent (EgressTransport
+# strips Authorization on the way to a proxy), but fal-client wants some key.
+PROXY_PLACEHOLDER_KEY = "proxy-adds-the-key"
+
+
+def fal_client_for_run(key: str, destination: Any = None):
+    """A fal_client.AsyncClient for one run, whose every HTTP client sends through
+    egress.EgressTransport for `destination` (fal's hosts when None). fal-client's
+    module-wide hosts are never changed; uploads share one HTTP client per run."""
     import fal_client
+    import httpx
+    from asyncstdlib import cached_property as async_cached_property
+    from fal_client import client as fc
+
+    from . import egress
+
+    destination = destination or egress.FAL
+
+    def transport() -> httpx.AsyncBaseTransport:
+        # fal's own hosts keep fal-client's fallback to its backup domains.
+        inner = fc.AsyncBackupDomainTransport(
+            transport=httpx.AsyncHTTPTransport(verify=tls_context())) \
+            if destination.kind == "fal" else None
+        return egress.egress_transport(destination, inner)
+
+    class RunTokenManager(fc.AsyncCDNTokenManager):
+        """fal-client's token manager opens a bare httpx client; this one sends through
+        the run's transport."""
+
+        async def _refresh_token(self) -> Any:
+            async with http_client(transport=transport()) as client:
+                response = await client.post(self._url, headers=self._headers, json={})
+                response.raise_for_status()
+                data = response.json()
+            return fc.CDNToken(token=data["token"], token_type=data["token_type"],
+                               base_upload_url=data["base_url"],
+                               expires_at=fc.datetime.fromisoformat(data["expires_at"]))
 
     class RunClient(fal_client.AsyncClient):
         _uploads_http = None
+
+        @async_cached_property(asyncio.Lock)
+        async def _client(self) -> httpx.AsyncClient:
+            auth = await self._auth
+            return http_client(transport=transport(), timeout=self.default_timeout,
+                               headers={"Authorization": auth.header_value,
+                                        "User-Agent": fc.USER_AGENT})
+
+        @async_cached_property(asyncio.Lock)
+        async def _token_manager(self) -> Any:
+            return RunTokenManager(await self._auth)
 
         @asynccontextmanager
         async def _cdn_client(self) -> AsyncIterator[Any]:
             if self._uploads_http is None:
                 self._uploads_http = http_client(
-                    headers={"User-Agent": fal_client.client.USER_AGENT},
+                    transport=transport(), headers={"User-Agent": fc.USER_AGENT},
                     timeout=self.default_timeout)
             yield self._uploads_http
+
+        async def upload(self, data: bytes, content_type: str, file_name: str | None = None,
+                         **options: Any) -> str:
+            if destination.kind != "proxy":
+                return await super().upload(data, content_type, file_name, **options)
+            # fal-js through a proxy: the proxy starts the upload (fal's default proxy only
+            # lets storage_type=fal-cdn-v3 through), the bytes go to the signed URL it
+            # returns, without any key.
+            client = await self._client
+            started = await client.post(
+                fc.REST_URL + "/storage/upload/initiate?storage_type=fal-cdn-v3",
+                json={"content_type": content_type, "file_name": file_name or "upload.bin"})
+            fc._raise_for_status(started)
+            answer = started.json()
+            async with self._cdn_client() as cdn:
+                put = await cdn.put(answer["upload_url"], content=data,
+                                    headers={"Content-Type": content_type}, timeout=None)
+                fc._raise_for_status(put)
+            return answer["file_url"]
 
         async def prefetch_upload_token(self) -> None:
             """Ask for the CDN upload token while images are still being encoded, so the
             first upload does not wait a round trip for it."""
+            if destination.kind == "proxy":
+                return
             try:
                 await (await self._token_manager).get_token()
             except Exception:   # the upload itself will ask again and report any failure
                 pass
 
-    if not hasattr(fal_client.AsyncClient, "_cdn_client"):   # a fal-client that changed inside
-        return fal_client.AsyncClient(key=key)
+    if not all(hasattr(fal_client.AsyncClient, name)
+               for name in ("_client", "_token_manager", "_cdn_client")):
+        # A fal-client that changed inside: refuse rather than let its own clients send
+        # the key past the transport.
+        raise RuntimeError("this fal-client version builds its HTTP clients differently; "
+                           "install the fal-client version in requirements.txt")
+    key = key if destination.sends_key else PROXY_PLACEHOLDER_KEY
     return RunClient(key=key)
 
 

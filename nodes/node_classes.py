@@ -151,17 +151,17 @@ class FalSettingsNode:
                           "use: the same request is never paid twice; refresh: call fal and "
                           "overwrite; off: always call fal."}),
                 "base_url": ("STRING", {"default": "", "tooltip":
-                             "Empty uses fal's own hosts. Otherwise a fal-compatible server with "
-                             "queue/, run/, rest and cdn paths (a proxy, or the local emulator)."}),
-                "cache_max_gb": ("FLOAT", {"default": d.cache_max_gb, "min": 0.1, "max": 1000.0,
-                                           "step": 0.1, "tooltip":
-                                           "Disk space for cached results; the least recently "
-                                           "used are dropped beyond it."}),
+                             "Empty: fal's own hosts, or the server this ComfyUI's owner set. "
+                             "Otherwise one of the servers the owner allowed in Settings → fal "
+                             "(your key goes to it); any other server is refused before "
+                             "anything is sent."}),
                 "max_usd_per_prompt": ("FLOAT", {"default": d.max_usd_per_prompt, "min": 0.0,
                                                  "max": 10000.0, "step": 0.01, "tooltip":
                                                  "Spend guard: a node whose estimate would take "
                                                  "this prompt's fal spend past this many dollars "
-                                                 "fails before uploading anything. 0: no limit."}),
+                                                 "fails before uploading anything. 0: no limit "
+                                                 "of its own; the owner's ceilings in Settings → "
+                                                 "fal apply either way."}),
                 "max_usd_per_session": ("FLOAT", {"default": d.max_usd_per_session, "min": 0.0,
                                                   "max": 100000.0, "step": 0.01, "tooltip":
                                                   "Spend guard for this ComfyUI session (since "
@@ -172,14 +172,13 @@ class FalSettingsNode:
         }
 
     def build(self, concurrency: int, timeout_s: int, nsfw_policy: str, upload_format: str,
-              inline_results: bool, cache: str, base_url: str, cache_max_gb: float = 2.0,
+              inline_results: bool, cache: str, base_url: str,
               max_usd_per_prompt: float = 0.0, max_usd_per_session: float = 0.0,
               key: FalKeyRef | None = None) -> tuple:
         return (FalSettings(key=key or FalKeyRef(), concurrency=int(concurrency),
                             timeout_s=float(timeout_s), nsfw_policy=nsfw_policy,
                             upload_format=upload_format, inline_results=bool(inline_results),
                             base_url=base_url.strip(), cache=cache,
-                            cache_max_gb=float(cache_max_gb),
                             max_usd_per_prompt=float(max_usd_per_prompt),
                             max_usd_per_session=float(max_usd_per_session)),)
 

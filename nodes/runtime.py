@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 
-from . import imaging
+from . import egress, imaging, server_settings
 from .caches import caches, request_key
 from .concurrency import budget, loop_clients
 from .endpoints import Endpoint
 from .errors import FalNodeError, redact
-from .fal_transport import close_fal_client, fal_client_for_run, http_client, point_fal_client_at
+from .fal_transport import close_fal_client, fal_client_for_run, http_client
 from .host import host
-from .pricing import LedgerEntry, estimate, ledger, prices
+from .pricing import LedgerEntry, estimate, ledger, price_refresh, prices
 from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, resolve_key
 from .spec import InputProblem
 from .stages.plan import WorkItem, build_payload, plan_items, with_image_urls
@@ -42,7 +42,6 @@ from .stages.upload import Uploads
 
 log = logging.getLogger("comfyui_fal_edit")
 
-FAL_HOSTS = "https://fal.run"              # cache namespace when no base URL is set
 WATCH_S = 0.25                             # interrupt flag and status cadence
 STATUS_EVERY_S = 1.0
 
@@ -71,7 +70,8 @@ class Run:
         self.name = endpoint.display_name
         self.items: list[WorkItem] = []
         self.key = ""
-        self.server = ""
+        self.destination = egress.FAL
+        self.server = ""                 # the destination's name: what caches are keyed on
         self.t0 = time.monotonic()
         self.last_status = 0.0
         self.prompt_id = host.prompt_id()
@@ -85,10 +85,13 @@ class Run:
         try:
             self.items = await imaging.pixel_work(plan_items, self.endpoint, payload,
                                                   image_inputs, self.settings)
-            self.key = resolve_key(self.settings.key)
-        except (InputProblem, MissingKey) as exc:
+            # Where the requests (and the key) go: fal, or a server the owner allowed.
+            self.destination = egress.resolve(self.settings.base_url)
+            # Through a proxy the pack sends no key: the proxy adds its own.
+            self.key = resolve_key(self.settings.key) if self.destination.sends_key else ""
+        except (InputProblem, MissingKey, egress.EgressRefused) as exc:
             raise self.fail(str(exc)) from None
-        self.server = self.settings.resolved_base_url() or FAL_HOSTS
+        self.server = self.destination.name
 
         pending = await self._answer_from_cache()
         self.cost = self._estimate(pending)
@@ -104,11 +107,10 @@ class Run:
 
     async def _answer_from_cache(self) -> list[WorkItem]:
         """Name each item's request; take remembered answers; return the items fal must do."""
-        caches.set_max_bytes(int(self.settings.cache_max_gb * 1024**3))
         pending = []
         for item in self.items:
             item.key = request_key(self.endpoint.endpoint_id, item.payload,
-                                   [img.digest for img in item.images])
+                                   [img.digest for img in item.images], self.server)
             remembered = await asyncio.to_thread(caches.result, item.key) \
                 if self.settings.cache == "use" else None
             if remembered is not None:
@@ -127,34 +129,43 @@ class Run:
                         len(self.items) - len(pending))
 
     def _guard_spend(self) -> None:
-        """Fail before any upload when this node would take spending past a limit."""
-        limits = [(self.settings.max_usd_per_prompt, ledger.spent(self.prompt_id),
-                   "this prompt", "max_usd_per_prompt"),
+        """Fail before any upload when this node would take spending past a limit: the
+        workflow's own (fal Settings), or the owner's ceilings on the server, which a
+        workflow can only lower."""
+        owner = server_settings.load()
+        prompt_spent = ledger.spent(self.prompt_id)
+        limits = [(self.settings.max_usd_per_prompt, prompt_spent, "this prompt",
+                   "raise max_usd_per_prompt in fal Settings (0 means no limit)"),
                   (self.settings.max_usd_per_session, ledger.spent(), "this session",
-                   "max_usd_per_session")]
-        for limit, spent, scope, setting in limits:
+                   "raise max_usd_per_session in fal Settings (0 means no limit)"),
+                  (owner["max_usd_per_prompt"], prompt_spent, "this prompt",
+                   "this ComfyUI's owner can raise the per-prompt ceiling in Settings → fal"),
+                  (owner["max_usd_per_day"], server_settings.spent_today(), "today",
+                   "this ComfyUI's owner can raise the daily ceiling in Settings → fal")]
+        for limit, spent, scope, fix in limits:
             if limit > 0 and spent + self.cost.total > limit + 1e-9:
                 raise self.fail(
                     f"the spend guard stopped this run before any upload: its estimate "
                     f"${self.cost.total:.3f} plus ${spent:.3f} already spent in {scope} would "
-                    f"pass the ${limit:.2f} limit; raise {setting} in fal Settings (0 means no "
-                    f"limit) or make the batch smaller")
+                    f"pass the ${limit:.2f} limit; {fix}, or make the batch smaller")
 
     async def _call_fal(self, pending: list[WorkItem]) -> None:
         """Run the pending items through upload, queue and results, within the process's
         budget of requests in flight, cancelling every fal request still running if the run
         is stopped. Clients are shared with the other calls on this loop (a list input)."""
-        point_fal_client_at(self.settings.resolved_base_url())
         _quiet_httpx()
-        # Stale prices are refreshed alongside the work, never in front of it.
-        pricing = None if prices.fresh() else asyncio.create_task(
-            prices.refresh(self.key, self.settings.resolved_base_url()))
+        # Stale prices are refreshed alongside the work, never in front of it (one refresh
+        # and one back-off for the whole process).
+        pricing = price_refresh.start(self.key, self.destination)
         async with loop_clients() as shared:
+            # One client per key and destination: each sends only where its run may.
             identity = hashlib.sha256(f"{self.key}\n{self.server}".encode()).hexdigest()
-            client = await shared.get(("fal", identity), lambda: fal_client_for_run(self.key),
+            destination = self.destination
+            client = await shared.get(("fal", identity),
+                                      lambda: fal_client_for_run(self.key, destination),
                                       close_fal_client)
-            http = await shared.get(("downloads", self.server), _download_client,
-                                    lambda c: c.aclose())
+            http = await shared.get(("downloads", self.server),
+                                    lambda: _download_client(destination), lambda c: c.aclose())
             self.uploads = Uploads(client, self.server, self.settings.upload_format,
                                    self.endpoint.limits)
             self.queue = FalQueue(client, self.endpoint.endpoint_id, self.settings.timeout_s,
@@ -171,7 +182,7 @@ class Run:
                 raise
             finally:
                 await self.uploads.close()
-                if pricing is not None:
+                if pricing is not None:   # a task of this loop: it ends with it
                     await asyncio.wait([pricing], timeout=1.0)
                     pricing.cancel()
 
@@ -229,8 +240,10 @@ class Run:
         await asyncio.to_thread(caches.remember_result, item.key,
                                 self.endpoint.endpoint_id, item.result, item.blobs)
         item.blobs = None
-        ledger.add(LedgerEntry(self.endpoint.endpoint_id, item.request_id or "", False,
-                               self._item_cost(item), self.prompt_id))
+        cost = self._item_cost(item)
+        ledger.add(LedgerEntry(self.endpoint.endpoint_id, item.request_id or "", False, cost,
+                               self.prompt_id))
+        await asyncio.to_thread(server_settings.add_spend, cost)   # the daily ceiling's count
         item.state, item.finished = "done", True
 
     async def _upload_and_queue(self, item: WorkItem) -> dict[str, Any]:
@@ -324,11 +337,13 @@ class _InterruptRequested(Exception):
     pass
 
 
-def _download_client():
+def _download_client(destination: egress.Destination):
     import httpx
-    # Shared by every call on the loop: room for a large list's downloads at once.
+    # Shared by every call on the loop: room for a large list's downloads at once. Result
+    # files only from fal's file hosts or the destination, every redirect checked.
+    limits = httpx.Limits(max_connections=64)
     return http_client(follow_redirects=True, timeout=60.0,
-                       limits=httpx.Limits(max_connections=64))
+                       transport=egress.download_transport(destination, limits=limits))
 
 
 def _quiet_httpx() -> None:

@@ -10,9 +10,6 @@ from . import keystore
 NSFW_POLICIES = ("error", "keep flagged", "drop flagged")
 UPLOAD_FORMATS = ("png", "jpeg")
 CACHE_MODES = ("use", "refresh", "off")
-# Points the pack (and fal-client) at a fal-compatible server instead of fal's
-# hosts: the local emulator, or a proxy. The settings node's base_url wins.
-ENV_BASE_URL = "COMFYUI_FAL_BASE_URL"
 
 
 @dataclass(frozen=True)
@@ -36,15 +33,10 @@ class FalSettings:
     nsfw_policy: str = "error"
     upload_format: str = "png"
     inline_results: bool = False      # fal's sync_mode: results come back as data URIs
-    base_url: str = ""
+    base_url: str = ""                  # used only if the owner allowed it (egress.py)
     cache: str = "use"
-    cache_max_gb: float = 2.0
     max_usd_per_prompt: float = 0.0     # 0: no limit
     max_usd_per_session: float = 0.0    # 0: no limit
-
-    def resolved_base_url(self) -> str:
-        url = (self.base_url or os.environ.get(ENV_BASE_URL, "")).strip()
-        return url.rstrip("/") + "/" if url else ""
 
 
 DEFAULT_SETTINGS = FalSettings()

@@ -344,3 +344,79 @@ def test_a_negative_or_non_finite_price_is_refused(fal, monkeypatch, caplog, bad
     pricing.prices.clear()
     assert pricing.prices.price(COLOR).source == "fallback"
 
+
+
+def test_runs_after_a_failed_price_fetch_ask_once_and_warn_once(fal, caplog):
+    """One back-off for the whole process: after a failure no new fetch for 10 minutes,
+    whichever run (or route) asks."""
+    fal.state.add_fault("pricing", 503, times=100)
+    for seed in range(4):
+        run_node("FalColorCorrection", image=sample_image(32, 32, seed=60 + seed))
+    assert fal.state.count("pricing") == 1
+    warnings = [r for r in caplog.records if "prices could not be fetched" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+# -- what the owner decides on the server ------------------------------------------
+
+def test_the_owners_ceiling_holds_whatever_the_workflow_says(fal):
+    """A shared workflow with no limit of its own (0) and a batch of 500: the owner's
+    default $5 a prompt stops it before any upload; the owner can lower or raise it."""
+    from comfyui_fal_edit.nodes import server_settings
+    asyncio.run(pricing.prices.refresh("price-test-key-1234", fal.base_url))
+    fal.reset()
+    no_limit = FalSettings(max_usd_per_prompt=0.0, max_usd_per_session=0.0)
+    with pytest.raises(FalNodeError) as err:
+        run_node("FalColorCorrection", image=sample_image(8, 8, batch=500), settings=no_limit)
+    message = str(err.value)
+    assert "$25.000" in message and "$5.00 limit" in message and "Settings → fal" in message
+    assert fal.state.log == []
+    server_settings.update({"max_usd_per_prompt": 0.1})
+    generous = FalSettings(max_usd_per_prompt=100.0)       # a workflow can only lower it
+    with pytest.raises(FalNodeError, match=r"\$0.10 limit; this ComfyUI's owner can raise"):
+        run_node("FalColorCorrection", image=sample_image(8, 8, batch=3), settings=generous)
+    assert fal.state.log == []
+    with pytest.raises(FalNodeError, match=r"\$0.07 limit; raise max_usd_per_prompt"):
+        run_node("FalColorCorrection", image=sample_image(8, 8, batch=2),
+                 settings=FalSettings(max_usd_per_prompt=0.07))
+    run_node("FalColorCorrection", image=sample_image(8, 8, batch=2), settings=generous)
+    assert fal.state.count("submit") == 2
+
+
+def test_the_daily_ceiling_counts_across_a_restart(fal):
+    from comfyui_fal_edit.nodes import server_settings
+    asyncio.run(pricing.prices.refresh("price-test-key-1234", fal.base_url))
+    server_settings.update({"max_usd_per_day": 0.12})
+    run_node("FalColorCorrection", image=sample_image(8, 8, batch=2, seed=70))   # $0.10
+    restart()
+    pricing.ledger.clear()                                                      # a new session
+    with pytest.raises(FalNodeError, match=r"already spent in today would pass the \$0.12"):
+        run_node("FalColorCorrection", image=sample_image(8, 8, seed=71))
+    assert server_settings.spent_today() == pytest.approx(0.10)
+
+
+def test_a_result_from_one_server_never_answers_for_another(fal):
+    """The cache and the identical-request check key on the server too: what the emulator
+    (or anyone) answered never comes back 'from cache' in a run against another server."""
+    from comfyui_fal_edit.nodes import server_settings
+    from fal_emulator import FalEmulator
+    image = sample_image(32, 32, seed=72)
+    with FalEmulator() as other:
+        server_settings.update({"allowed_servers": [other.base_url]})
+        run_node("FalColorCorrection", image=image, settings=FalSettings(base_url=other.base_url))
+        assert other.state.count("submit") == 1
+    run_node("FalColorCorrection", image=image)
+    assert fal.state.count("submit") == 1
+    run_node("FalColorCorrection", image=image)            # same server: from cache
+    assert fal.state.count("submit") == 1
+
+
+def test_the_cache_size_is_the_owners(fal):
+    from comfyui_fal_edit.nodes import server_settings
+    inputs = pack.NODE_CLASS_MAPPINGS["FalSettings"].INPUT_TYPES()["required"]
+    assert "cache_max_gb" not in inputs
+    run_node("FalColorCorrection", image=sample_image(32, 32, seed=73))
+    disk = caches_mod.caches.disk()
+    assert disk.max_bytes == 2 * 1024**3
+    server_settings.update({"cache_max_gb": 0.5})
+    assert disk.max_bytes == 512 * 1024**2
