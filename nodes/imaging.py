@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import struct
+import warnings
 import zlib
 from typing import Callable
 
@@ -274,9 +275,29 @@ def png_bytes(pixels: np.ndarray) -> bytes:
                      chunk(b"IEND", b"")))
 
 
-def decode(data: bytes) -> np.ndarray:
-    """Any image file -> H x W x 3 uint8 RGB (alpha dropped, as ComfyUI's loaders do)."""
-    with Image.open(io.BytesIO(data)) as img:
+# A result larger than this is refused before its pixels are decoded: a 445 KB PNG can
+# claim 12000 x 12000 pixels (2.7 GB decoded). fal's largest outputs are far below it.
+MAX_RESULT_PIXELS = 100_000_000
+
+
+class TooManyPixels(ValueError):
+    """The file's header claims more pixels than MAX_RESULT_PIXELS."""
+
+
+def decode(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> np.ndarray:
+    """Any image file -> H x W x 3 uint8 RGB (alpha dropped, as ComfyUI's loaders do).
+
+    The size is read from the file's header first; TooManyPixels before decoding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # checked below
+        try:
+            opened = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError:
+            raise TooManyPixels(f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0)}") from None
+    with opened as img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise TooManyPixels(f"{width}x{height}")
         img = ImageOps.exif_transpose(img)
         if img.mode.startswith("I;16") or img.mode == "I":
             # 16-bit greyscale: map 0..65535 onto 0..255 rather than clip to white.

@@ -170,7 +170,7 @@ class Run:
                                    self.endpoint.limits)
             self.queue = FalQueue(client, self.endpoint.endpoint_id, self.settings.timeout_s,
                                   self.name)
-            self.results = ResultFiles(http, self.server, self.endpoint)
+            self.results = ResultFiles(http, self.server, self.endpoint, self.destination)
             tasks = [asyncio.create_task(self._run_item(item)) for item in pending]
             try:
                 await self._supervise(tasks)

@@ -4,17 +4,25 @@
 flags; `assemble` puts every item's frames together in input order, applies the
 NSFW policy, and fails naming each item that did not arrive (nothing is dropped
 silently).
+
+An answer is checked before it costs memory or disk: no more files than were
+asked for, result URLs only from fal's file hosts or the run's own server,
+downloads capped while they stream, image sizes read from the header before
+decoding, NSFW flags that are not a clear list of booleans count as flagged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
+from PIL import Image
 
-from .. import imaging
+from .. import egress, imaging
 from ..caches import ItemResult, caches
 from ..endpoints import Endpoint
 from ..errors import translate
@@ -24,15 +32,20 @@ from .queue import ItemFailed
 
 DOWNLOAD_ATTEMPTS = 4
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+MAX_FILE_BYTES = 64 << 20          # one result file, as it streams in
+MAX_RUN_BYTES = 1 << 30            # all result files of one run together
 
 
 class ResultFiles:
     """Downloads and decodes result files for one run (one HTTP client, one server)."""
 
-    def __init__(self, http: Any, server: str, endpoint: Endpoint) -> None:
+    def __init__(self, http: Any, server: str, endpoint: Endpoint,
+                 destination: egress.Destination = egress.FAL) -> None:
         self.http = http
         self.server = server
         self.endpoint = endpoint
+        self.destination = destination
+        self.downloaded = 0            # bytes of result files this run, against MAX_RUN_BYTES
 
     async def collect(self, item: WorkItem, result: dict[str, Any]) -> ItemResult:
         files = result.get(self.endpoint.output_field)
@@ -42,21 +55,35 @@ class ResultFiles:
         if not files:
             raise ItemFailed("fal returned no image; run again, and if it persists change the "
                              "prompt or settings")
-        urls = [f["url"] for f in files]
+        asked = _asked_for(item.payload)
+        if len(files) > asked:
+            raise ItemFailed(f"the answer lists {len(files)} result files where {asked} "
+                             f"{'was' if asked == 1 else 'were'} asked for, so none were "
+                             f"downloaded; run again, and check base_url if it persists")
+        urls = [str(f["url"]) for f in files]
+        for url in urls:
+            if not url.startswith("data:") and not self.destination.accepts_result_url(url):
+                raise ItemFailed(f"a result URL points to {_where(url)}, which is neither one "
+                                 f"of fal's file hosts nor the server this run used, so it was "
+                                 f"not fetched; run again, and check base_url if it persists")
         blobs = await asyncio.gather(*(self._download(u) for u in urls))
         try:
             frames = await asyncio.gather(*(imaging.pixel_work(self._decode, b, u)
                                             for b, u in zip(blobs, urls)))
-        except (OSError, ValueError):   # PIL.UnidentifiedImageError is an OSError
+        except imaging.TooManyPixels as exc:
+            raise ItemFailed(f"a result image claims {exc} pixels, more than the "
+                             f"{imaging.MAX_RESULT_PIXELS // 1_000_000} MP the pack decodes, "
+                             f"so it was refused before decoding; ask for a smaller output "
+                             f"size") from None
+        except (OSError, ValueError, Image.DecompressionBombError):
+            # PIL.UnidentifiedImageError is an OSError
             raise ItemFailed("fal sent a result file that is not a readable image; run the node "
                              "again") from None
         flags = result.get(self.endpoint.nsfw_field) if self.endpoint.nsfw_field else None
-        flagged = [bool(flags[i]) if isinstance(flags, list) and i < len(flags) else False
-                   for i in range(len(frames))]
         item.blobs = list(blobs)
-        seed = result.get("seed", item.payload.get("seed"))
-        return ItemResult(list(frames), urls, flagged,
-                          int(seed) if isinstance(seed, (int, float)) else None, item.request_id)
+        return ItemResult(list(frames), urls, read_flags(flags, len(frames), self.endpoint),
+                          _first_seed(result.get("seed"), item.payload.get("seed")),
+                          item.request_id)
 
     def _decode(self, blob: bytes, url: str) -> np.ndarray:
         """Decode one result file (in a worker thread) and remember its URL by its pixels,
@@ -69,16 +96,20 @@ class ResultFiles:
         import httpx
 
         if url.startswith("data:"):
-            return imaging.decode_data_uri(url)
+            if len(url) > MAX_FILE_BYTES * 4 // 3 + 1024:
+                raise ItemFailed(_too_big("an inline result", MAX_FILE_BYTES))
+            blob = imaging.decode_data_uri(url)
+            self._count(len(blob))
+            return blob
         delay = 0.2
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             try:
-                response = await self.http.get(url)
-                if response.status_code in RETRY_STATUSES and attempt < DOWNLOAD_ATTEMPTS:
-                    raise httpx.HTTPStatusError("retry", request=response.request,
-                                                response=response)
-                response.raise_for_status()
-                return response.content
+                async with self.http.stream("GET", url) as response:
+                    if response.status_code in RETRY_STATUSES and attempt < DOWNLOAD_ATTEMPTS:
+                        raise httpx.HTTPStatusError("retry", request=response.request,
+                                                    response=response)
+                    response.raise_for_status()
+                    return await self._read_capped(response, url)
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
                 retryable = isinstance(exc, httpx.TransportError) or \
                     exc.response.status_code in RETRY_STATUSES
@@ -87,6 +118,70 @@ class ResultFiles:
                 await asyncio.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
+
+    async def _read_capped(self, response: Any, url: str) -> bytes:
+        """The body, refused as soon as it (decompressed) passes the caps."""
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_FILE_BYTES:
+            raise ItemFailed(_too_big(f"the result file from {_where(url)}", MAX_FILE_BYTES))
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                raise ItemFailed(_too_big(f"the result file from {_where(url)}",
+                                          MAX_FILE_BYTES))
+            self._count(len(chunk))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _count(self, size: int) -> None:
+        self.downloaded += size
+        if self.downloaded > MAX_RUN_BYTES:
+            raise ItemFailed(_too_big("this run's result files together", MAX_RUN_BYTES))
+
+
+def _asked_for(payload: dict[str, Any]) -> int:
+    asked = payload.get("num_images", 1)
+    return asked if isinstance(asked, int) and asked > 0 else 1
+
+
+def _where(url: str) -> str:
+    return urlsplit(url).netloc or url[:40]
+
+
+def _too_big(what: str, limit: int) -> str:
+    return (f"{what} passed {limit >> 20} MiB, so it was refused while downloading; ask for "
+            f"fewer or smaller images")
+
+
+def read_flags(flags: Any, count: int, endpoint: Endpoint) -> list[bool]:
+    """fal's NSFW flags, one per image. Anything but a list of `count` booleans from an
+    endpoint that reports flags counts as flagged: a malformed answer must not pass a
+    black image on as a clean one."""
+    if not endpoint.nsfw_field:
+        return [False] * count
+    if isinstance(flags, list) and len(flags) == count and \
+            all(isinstance(flag, bool) for flag in flags):
+        return list(flags)
+    return [True] * count
+
+
+def read_seed(seed: Any) -> int | None:
+    """The seed fal reports; None for one that is not a finite number (NaN, Infinity), so
+    a paid result is kept rather than lost to a conversion error."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, float)):
+        return None
+    if isinstance(seed, float) and not math.isfinite(seed):
+        return None
+    return int(seed)
+
+
+def _first_seed(*candidates: Any) -> int | None:
+    for candidate in candidates:
+        seed = read_seed(candidate)
+        if seed is not None:
+            return seed
+    return None
 
 
 class Assembled:
