@@ -31,6 +31,10 @@ ENV_BASE_URL = "COMFYUI_FAL_BASE_URL"
 ENV_PROXY_URL = "COMFYUI_FAL_PROXY_URL"
 TARGET_URL_HEADER = "x-fal-target-url"     # fal-js: libs/client/src/middleware.ts
 
+# An API answer (result JSON, inline results included) larger than this is refused as it
+# streams in, before fal-client holds it (and its parsed copy) in memory.
+MAX_ANSWER_BYTES = 256 << 20
+
 # fal's own hosts (and fal-client's backup domains). https only.
 FAL_DOMAINS = ("fal.run", "fal.ai", "fal.media", "falrun.com")
 # Where fal's result files live (what uploads and endpoints return).
@@ -245,12 +249,43 @@ def egress_transport(destination: Destination, inner=None):
                                         extensions=request.extensions.copy())
             elif headers != request.headers:
                 request.headers = headers
-            return await self.inner.handle_async_request(request)
+            response = await self.inner.handle_async_request(request)
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+                await response.aclose()
+                raise EgressRefused(f"{urlsplit(target).netloc} sent an answer of "
+                                    f"{int(declared) >> 20} MiB, more than the "
+                                    f"{MAX_ANSWER_BYTES >> 20} MiB the pack reads; refused")
+            return _capped(response, urlsplit(target).netloc)
 
         async def aclose(self) -> None:
             await self.inner.aclose()
 
     return EgressTransport()
+
+
+def _capped(response, where: str):
+    """The response, refused once its body passes MAX_ANSWER_BYTES."""
+    import httpx
+
+    class Capped(httpx.AsyncByteStream):
+        def __init__(self, stream) -> None:
+            self.stream = stream
+
+        async def __aiter__(self):
+            size = 0
+            async for chunk in self.stream:
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise EgressRefused(f"{where} sent an answer larger than "
+                                        f"{MAX_ANSWER_BYTES >> 20} MiB; refused")
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self.stream.aclose()
+
+    return httpx.Response(response.status_code, headers=response.headers,
+                          stream=Capped(response.stream), extensions=response.extensions)
 
 
 def download_transport(destination: Destination, **options):

@@ -136,3 +136,24 @@ def test_a_seed_that_is_not_a_number_keeps_the_paid_result(fal, answer, seed):
     assert images.shape[0] == 1 and first_seed == 1234    # the seed that was sent
     run_flux(seed=1234)                                    # the result was kept
     assert fal.state.count("submit") == 1
+
+
+def test_an_oversized_answer_is_refused_as_it_streams(fal, answer, monkeypatch):
+    monkeypatch.setattr(egress, "MAX_ANSWER_BYTES", 1 << 20)
+    answer(lambda r: {**r, "padding": "x" * (2 << 20)})
+    with pytest.raises(FalNodeError, match=r"sent an answer of 2 MiB, more than the 1 MiB"):
+        run_flux()
+
+
+@pytest.mark.asyncio
+async def test_an_answer_without_a_length_is_cut_off_at_the_cap(monkeypatch):
+    monkeypatch.setattr(egress, "MAX_ANSWER_BYTES", 1 << 20)
+
+    async def endless():
+        for _ in range(100):
+            yield b"x" * 65536
+
+    inner = httpx.MockTransport(lambda request: httpx.Response(200, content=endless()))
+    async with httpx.AsyncClient(transport=egress.egress_transport(egress.FAL, inner)) as http:
+        with pytest.raises(egress.EgressRefused, match="larger than 1 MiB"):
+            await http.get("https://queue.fal.run/fal-ai/x/requests/1")
