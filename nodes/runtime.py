@@ -155,8 +155,10 @@ class Run:
         is stopped. Clients are shared with the other calls on this loop (a list input)."""
         _quiet_httpx()
         # Stale prices are refreshed alongside the work, never in front of it (one refresh
-        # and one back-off for the whole process).
-        pricing = price_refresh.start(self.key, self.destination)
+        # and one back-off for the whole process), from fal or the owner's own server: not
+        # from a server a workflow picked, even an allowed one.
+        pricing = price_refresh.start(self.key, self.destination) \
+            if self.destination == egress.owner_default() else None
         async with loop_clients() as shared:
             # One client per key and destination: each sends only where its run may.
             identity = hashlib.sha256(f"{self.key}\n{self.server}".encode()).hexdigest()

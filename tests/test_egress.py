@@ -182,3 +182,14 @@ def test_a_proxy_saved_in_settings_is_used(fal, monkeypatch):
         run_node("FalColorCorrection", image=sample_image(32, 32, seed=9))
         assert any(r["headers"].get("x-fal-target-url") for r in server.requests)
     assert fal.state.count("submit") == 1
+
+
+def test_prices_never_come_from_a_server_the_workflow_picked(fal):
+    """Even an allowed one: the price list is fal's (or the owner's own server's)."""
+    with FalEmulator() as allowed:
+        server_settings.update({"allowed_servers": [allowed.base_url]})
+        run_node("FalColorCorrection", image=sample_image(32, 32, seed=11),
+                 settings=FalSettings(base_url=allowed.base_url))
+        assert allowed.state.count("pricing") == 0 and allowed.state.count("submit") == 1
+    run_node("FalColorCorrection", image=sample_image(32, 32, seed=12))
+    assert fal.state.count("pricing") == 1

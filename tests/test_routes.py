@@ -345,3 +345,15 @@ async def test_nothing_of_a_key_reaches_responses_or_logs(client, seen, emulator
 
 def test_routes_register_only_inside_comfyui():
     assert routes.register_with_comfyui() is False       # no `server` module here
+
+
+@pytest.mark.asyncio
+async def test_a_key_file_of_the_wrong_shape_is_one_sentence(client, seen, key_file):
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text('{"keys": null}')
+    status, answer = await call(client, seen, "GET", "/fal/keys")
+    assert status == 500 and "does not hold named keys" in answer["error"]
+    status, answer = await call(client, seen, "POST", "/fal/keys", {"name": "w", "key": GOOD_KEY})
+    assert status == 400 and "nothing was changed" in answer["error"]
+    assert key_file.read_text() == '{"keys": null}'
+    assert FalKey.INPUT_TYPES()["required"]["key_name"][0] == [ENV_CHOICE]
