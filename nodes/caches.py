@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -165,17 +164,7 @@ class DiskStore:
             for n, (blob, ext) in enumerate(zip(blobs, extensions)):
                 name = f"{key[:40]}-{n}.{ext}"
                 # A temp name of its own (two processes may write the same entry), 0600.
-                fd, tmp = tempfile.mkstemp(dir=self.files, prefix=f".{name}-", suffix=".tmp")
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(blob)
-                    os.replace(tmp, self.files / name)
-                except BaseException:
-                    try:
-                        os.unlink(tmp)
-                    except OSError:
-                        pass
-                    raise
+                keystore.write_private_bytes(self.files / name, blob, prefix=f".{name}-")
                 names.append(name)
             now = time.time()
             db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -168,15 +168,22 @@ def _write(path: Path, keys: dict[str, str]) -> None:
 
 
 def write_private_json(path: Path, data: Any, prefix: str = ".tmp-") -> None:
-    """Write JSON through a 0600 temp file and a rename: never readable by others, not
-    even for a moment, and a crash never leaves half a file."""
+    """Write JSON the way write_private_bytes writes bytes."""
+    write_private_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"),
+                        prefix)
+
+
+def write_private_bytes(path: Path, data: bytes, prefix: str = ".tmp-") -> None:
+    """Write through a 0600 temp file of its own and a rename: never readable by others,
+    not even for a moment; a crash never leaves half a file; two writers never share a
+    temp file."""
     private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         try:
