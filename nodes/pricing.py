@@ -292,6 +292,7 @@ class PriceRefresh:
         self.task: asyncio.Task | None = None
         self.failed_at = 0.0
         self.no_key_logged = False
+        self._lock = threading.Lock()   # prompts run on their own threads and loops
 
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
@@ -307,9 +308,19 @@ class PriceRefresh:
 
     def start(self, key: str | None, destination: Any, force: bool = False) -> asyncio.Task | None:
         """Start a background refresh on the running loop when prices are stale. Returns
-        the task (the running one if any), or None when nothing is needed or possible."""
+        the task (the running one if it runs on this loop), or None when nothing is needed
+        or possible (or the refresh runs on another loop, which only that loop may await)."""
+        with self._lock:
+            return self._start(key, destination, force)
+
+    def _start(self, key: str | None, destination: Any, force: bool) -> asyncio.Task | None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
         if self.running():
-            return self.task
+            assert self.task is not None
+            return self.task if self.task.get_loop() is loop else None
         if not force and (prices.fresh() or self.backing_off()):
             return None
         if not key and getattr(destination, "sends_key", True):
@@ -318,10 +329,6 @@ class PriceRefresh:
                 log.info("fal prices: no fal key (FAL_KEY or a saved key) to ask fal's price "
                          "list with; showing the prices shipped with the pack, marked as "
                          "estimates")
-            return None
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
             return None
         self.task = loop.create_task(self._run(key or "", destination),
                                      name="comfyui-fal-edit price refresh")

@@ -420,3 +420,38 @@ def test_the_cache_size_is_the_owners(fal):
     assert disk.max_bytes == 2 * 1024**3
     server_settings.update({"cache_max_gb": 0.5})
     assert disk.max_bytes == 512 * 1024**2
+
+
+def test_a_price_refresh_on_another_prompts_loop_is_left_to_it(fal, monkeypatch):
+    """Prompts run on their own threads and loops: one started the refresh, another must
+    neither start a second one nor await a task of a loop that is not its own."""
+    release = threading.Event()
+    calls = []
+
+    async def slow_refresh(key, destination):
+        calls.append(key)
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        return True
+
+    monkeypatch.setattr(pricing.prices, "refresh", slow_refresh)
+    started = threading.Event()
+
+    async def first_prompt():
+        task = pricing.price_refresh.start("key-a-12345678", None)
+        started.set()
+        await task
+
+    thread = threading.Thread(target=asyncio.run, args=(first_prompt(),), daemon=True)
+    thread.start()
+    assert started.wait(5)
+
+    async def second_prompt():
+        return pricing.price_refresh.start("key-b-12345678", None)
+
+    try:
+        assert asyncio.run(second_prompt()) is None
+    finally:
+        release.set()
+        thread.join(5)
+    assert calls == ["key-a-12345678"]
