@@ -5,6 +5,7 @@ This module imports nothing from the pack so it also runs as a script:
 
     python custom_nodes/<this pack>/nodes/keystore.py add NAME     (key read from stdin)
     python custom_nodes/<this pack>/nodes/keystore.py list | delete NAME | path
+    python custom_nodes/<this pack>/nodes/keystore.py settings [...]   (server_settings.py)
 """
 
 from __future__ import annotations
@@ -232,8 +233,25 @@ def delete(name: str) -> bool:
     return True
 
 
+def _server_settings_module():
+    """server_settings.py beside this file, for the `settings` command. It uses relative
+    imports, so it is loaded inside a package of its own (the pack's own package would
+    import its node classes, torch included)."""
+    import importlib
+    import types
+    name = "_comfyui_fal_edit_nodes"
+    if name not in sys.modules:
+        package = types.ModuleType(name)
+        package.__path__ = [str(Path(__file__).resolve().parent)]
+        sys.modules[name] = package
+    return importlib.import_module(name + ".server_settings")
+
+
 def main(argv: list[str]) -> int:
-    usage = "usage: keystore.py add NAME | list | delete NAME | path   (add reads the key from stdin)"
+    usage = ("usage: keystore.py add NAME | list | delete NAME | path | settings [...]   "
+             "(add reads the key from stdin)")
+    if argv and argv[0] == "settings":
+        return _server_settings_module().main(argv[1:])
     if not argv or argv[0] not in ("add", "list", "delete", "path"):
         print(usage, file=sys.stderr)
         return 2

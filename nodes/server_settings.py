@@ -11,11 +11,17 @@ folder), edited in Settings → fal (GET/POST /fal/server-settings):
     max_usd_per_day     ceiling per calendar day (local time), across restarts (0 = none)
     cache_max_gb        disk space of the result cache
 
-Workflow values (fal Settings widgets) can only lower the spend ceilings.
+Workflow values (fal Settings widgets) can only lower the spend ceilings. Owners
+without the front end use the key CLI:
+
+    python custom_nodes/<this pack>/nodes/keystore.py settings               (show them)
+    python custom_nodes/<this pack>/nodes/keystore.py settings max_usd_per_day=50
+    python custom_nodes/<this pack>/nodes/keystore.py settings allow|disallow URL
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -172,3 +178,35 @@ def add_spend(usd: float) -> None:
 
 def _week_ago() -> str:
     return time.strftime("%Y-%m-%d", time.localtime(time.time() - 7 * 86400))
+
+
+# -- the command line (through keystore.py, which runs as a script) ------------------
+
+def main(argv: list[str]) -> int:
+    """settings | settings NAME=VALUE ... | settings allow URL | settings disallow URL"""
+    import sys
+    try:
+        if not argv:
+            pass
+        elif argv[0] in ("allow", "disallow") and len(argv) == 2:
+            wanted = _server(argv[1], "allowed_servers")
+            servers = [s for s in load()["allowed_servers"] if s != wanted]
+            update({"allowed_servers": servers + [wanted] if argv[0] == "allow" else servers})
+        elif all("=" in arg for arg in argv):
+            changes = {}
+            for arg in argv:
+                name, _, text = arg.partition("=")
+                try:
+                    changes[name.strip()] = json.loads(text)
+                except ValueError:
+                    changes[name.strip()] = text
+            update(changes)
+        else:
+            print("usage: keystore.py settings [NAME=VALUE ... | allow URL | disallow URL]",
+                  file=sys.stderr)
+            return 2
+    except (SettingsError, keystore.KeyStoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({**load(), "spent_today": round(spent_today(), 6)}, indent=1))
+    return 0

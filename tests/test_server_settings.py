@@ -4,11 +4,16 @@ routes the Settings → fal panel edits it with."""
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
+
+from conftest import ROOT
 
 from comfyui_fal_edit.nodes import keystore, routes, server_settings
 
@@ -94,3 +99,24 @@ def test_spend_by_day_survives_a_restart(key_file):
     path = key_file.parent / server_settings.SPEND_FILE_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert list(json.loads(path.read_text()).values()) == [0.75]
+
+
+def test_owners_without_the_front_end_use_the_cli(key_file):
+    script = str(ROOT / "nodes" / "keystore.py")
+    env = {**os.environ, keystore.ENV_KEY_FILE: str(key_file)}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, script, "settings", *args], capture_output=True,
+                              text=True, env=env, timeout=60)
+
+    shown = cli()
+    assert shown.returncode == 0 and json.loads(shown.stdout)["max_usd_per_prompt"] == 5.0
+    assert cli("allow", "http://Proxy.Example:8080/fal").returncode == 0
+    assert cli("max_usd_per_day=50", "cache_max_gb=3").returncode == 0
+    assert server_settings.load()["allowed_servers"] == ["http://proxy.example:8080/fal/"]
+    assert server_settings.load()["max_usd_per_day"] == 50.0
+    assert cli("disallow", "http://proxy.example:8080/fal/").returncode == 0
+    assert server_settings.load()["allowed_servers"] == []
+    bad = cli("max_usd_per_day=-1")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: `max_usd_per_day`")
+    assert "Traceback" not in bad.stderr and server_settings.load()["max_usd_per_day"] == 50.0
