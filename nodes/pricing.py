@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger("comfyui_fal_edit")
 
@@ -379,11 +379,47 @@ class LedgerEntry:
 
 
 class Ledger:
-    """This ComfyUI session's fal calls (and the ones the cache saved)."""
+    """This ComfyUI session's fal calls (and the ones the cache saved), plus what runs that
+    passed the spend guard hold until their calls are billed: the calls of a list input
+    run at once, and each must see what the others are about to spend."""
 
     def __init__(self) -> None:
         self._entries: list[LedgerEntry] = []
-        self._lock = threading.Lock()
+        self._held: dict[int, tuple[str | None, float]] = {}
+        self._tokens = 0
+        self._lock = threading.RLock()
+
+    def hold_if(self, prompt_id: str | None, usd: float, check: Callable[[], None]) -> int:
+        """Run `check` (it raises when `usd` more would pass a limit) and hold `usd` for this
+        prompt, in one step: two runs never both pass on the same headroom."""
+        with self._lock:
+            check()
+            self._tokens += 1
+            self._held[self._tokens] = (prompt_id, usd)
+            return self._tokens
+
+    def bill(self, entry: LedgerEntry, token: int | None) -> None:
+        """Enter a billed call and hold that much less for its run, in one step."""
+        with self._lock:
+            self._entries.append(entry)
+            if token is not None:
+                self.settle(token, entry.estimated_usd)
+
+    def settle(self, token: int, usd: float) -> None:
+        """A held run's call was billed (and entered): hold that much less."""
+        with self._lock:
+            if token in self._held:
+                prompt_id, held = self._held[token]
+                self._held[token] = (prompt_id, max(0.0, held - usd))
+
+    def release(self, token: int) -> None:
+        with self._lock:
+            self._held.pop(token, None)
+
+    def held(self, prompt_id: str | None = None) -> float:
+        with self._lock:
+            return sum(usd for p, usd in self._held.values()
+                       if prompt_id is None or p == prompt_id)
 
     def add(self, entry: LedgerEntry) -> None:
         with self._lock:
@@ -393,14 +429,18 @@ class Ledger:
         with self._lock:
             return list(self._entries)
 
-    def spent(self, prompt_id: str | None = None) -> float:
+    def spent(self, prompt_id: str | None = None, held: bool = False) -> float:
+        """Billed estimates (of one prompt, or the session); with `held`, plus what runs
+        that passed the guard are about to spend."""
         with self._lock:
             return sum(e.estimated_usd for e in self._entries
-                       if not e.cached and (prompt_id is None or e.prompt_id == prompt_id))
+                       if not e.cached and (prompt_id is None or e.prompt_id == prompt_id)) + \
+                (self.held(prompt_id) if held else 0.0)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._held.clear()
 
     def report(self) -> str:
         rows = self.entries()

@@ -70,7 +70,8 @@ class Run:
         self.name = endpoint.display_name
         self.items: list[WorkItem] = []
         self.key = ""
-        self.destination = egress.FAL
+        self.destination = self.owner_default = egress.FAL
+        self.hold: int | None = None     # what this run holds in the ledger until billed
         self.server = ""                 # the destination's name: what caches are keyed on
         self.t0 = time.monotonic()
         self.last_status = 0.0
@@ -86,7 +87,8 @@ class Run:
             self.items = await imaging.pixel_work(plan_items, self.endpoint, payload,
                                                   image_inputs, self.settings)
             # Where the requests (and the key) go: fal, or a server the owner allowed.
-            self.destination = egress.resolve(self.settings.base_url)
+            self.destination, self.owner_default = await asyncio.to_thread(
+                _destinations, self.settings.base_url)
             # Through a proxy the pack sends no key: the proxy adds its own.
             self.key = resolve_key(self.settings.key) if self.destination.sends_key else ""
         except (InputProblem, MissingKey, egress.EgressRefused) as exc:
@@ -95,9 +97,14 @@ class Run:
 
         pending = await self._answer_from_cache()
         self.cost = self._estimate(pending)
-        self._guard_spend()
-        if pending:
-            await self._call_fal(pending)
+        # Off the loop: the owner's ceilings and today's spend are files.
+        self.hold = await asyncio.to_thread(ledger.hold_if, self.prompt_id, self.cost.total,
+                                            self._guard_spend)
+        try:
+            if pending:
+                await self._call_fal(pending)
+        finally:
+            ledger.release(self.hold)
 
         # Off the loop: stacking a batch of 4 MP frames copies hundreds of MB.
         answer = await imaging.pixel_work(assemble, self.items, self.settings, self.fail)
@@ -131,23 +138,24 @@ class Run:
     def _guard_spend(self) -> None:
         """Fail before any upload when this node would take spending past a limit: the
         workflow's own (fal Settings), or the owner's ceilings on the server, which a
-        workflow can only lower."""
+        workflow can only lower. What runs that passed the guard are about to spend counts
+        as spent (the calls of a list input run at once)."""
         owner = server_settings.load()
-        prompt_spent = ledger.spent(self.prompt_id)
+        prompt_spent = ledger.spent(self.prompt_id, held=True)
         limits = [(self.settings.max_usd_per_prompt, prompt_spent, "this prompt",
                    "raise max_usd_per_prompt in fal Settings (0 means no limit)"),
-                  (self.settings.max_usd_per_session, ledger.spent(), "this session",
+                  (self.settings.max_usd_per_session, ledger.spent(held=True), "this session",
                    "raise max_usd_per_session in fal Settings (0 means no limit)"),
                   (owner["max_usd_per_prompt"], prompt_spent, "this prompt",
                    "this ComfyUI's owner can raise the per-prompt ceiling in Settings → fal"),
-                  (owner["max_usd_per_day"], server_settings.spent_today(), "today",
-                   "this ComfyUI's owner can raise the daily ceiling in Settings → fal")]
+                  (owner["max_usd_per_day"], server_settings.spent_today() + ledger.held(),
+                   "today", "this ComfyUI's owner can raise the daily ceiling in Settings → fal")]
         for limit, spent, scope, fix in limits:
             if limit > 0 and spent + self.cost.total > limit + 1e-9:
                 raise self.fail(
                     f"the spend guard stopped this run before any upload: its estimate "
-                    f"${self.cost.total:.3f} plus ${spent:.3f} already spent in {scope} would "
-                    f"pass the ${limit:.2f} limit; {fix}, or make the batch smaller")
+                    f"${self.cost.total:.3f} plus ${spent:.3f} spent or under way in {scope} "
+                    f"would pass the ${limit:.2f} limit; {fix}, or make the batch smaller")
 
     async def _call_fal(self, pending: list[WorkItem]) -> None:
         """Run the pending items through upload, queue and results, within the process's
@@ -158,7 +166,7 @@ class Run:
         # and one back-off for the whole process), from fal or the owner's own server: not
         # from a server a workflow picked, even an allowed one.
         pricing = price_refresh.start(self.key, self.destination) \
-            if self.destination == egress.owner_default() else None
+            if self.destination == self.owner_default else None
         async with loop_clients() as shared:
             # One client per key and destination: each sends only where its run may.
             identity = hashlib.sha256(f"{self.key}\n{self.server}".encode()).hexdigest()
@@ -243,9 +251,9 @@ class Run:
                                 self.endpoint.endpoint_id, item.result, item.blobs)
         item.blobs = None
         cost = self._item_cost(item)
-        ledger.add(LedgerEntry(self.endpoint.endpoint_id, item.request_id or "", False, cost,
-                               self.prompt_id))
         await asyncio.to_thread(server_settings.add_spend, cost)   # the daily ceiling's count
+        ledger.bill(LedgerEntry(self.endpoint.endpoint_id, item.request_id or "", False, cost,
+                                self.prompt_id), self.hold)
         item.state, item.finished = "done", True
 
     async def _upload_and_queue(self, item: WorkItem) -> dict[str, Any]:
@@ -333,6 +341,11 @@ class Run:
     def fail(self, cause: str) -> FalNodeError:
         sentence = redact(f"{self.name}: {cause}.", self.key)
         return FalNodeError(sentence.replace("..", "."))
+
+
+def _destinations(base_url: str) -> tuple[egress.Destination, egress.Destination]:
+    """(where this run goes, where the owner sends runs that name no server)."""
+    return egress.resolve(base_url), egress.owner_default()
 
 
 class _InterruptRequested(Exception):

@@ -390,7 +390,7 @@ def test_the_daily_ceiling_counts_across_a_restart(fal):
     run_node("FalColorCorrection", image=sample_image(8, 8, batch=2, seed=70))   # $0.10
     restart()
     pricing.ledger.clear()                                                      # a new session
-    with pytest.raises(FalNodeError, match=r"already spent in today would pass the \$0.12"):
+    with pytest.raises(FalNodeError, match=r"spent or under way in today would pass the \$0.12"):
         run_node("FalColorCorrection", image=sample_image(8, 8, seed=71))
     assert server_settings.spent_today() == pytest.approx(0.10)
 
@@ -455,3 +455,23 @@ def test_a_price_refresh_on_another_prompts_loop_is_left_to_it(fal, monkeypatch)
         release.set()
         thread.join(5)
     assert calls == ["key-a-12345678"]
+
+
+def test_the_calls_of_a_list_input_share_the_ceiling(fal):
+    """A list input runs the node once per item, all at once on one loop: each call must
+    count what the others are about to spend, or each passes on the same headroom."""
+    from comfyui_fal_edit.nodes import server_settings
+    asyncio.run(pricing.prices.refresh("price-test-key-1234", fal.base_url))
+    server_settings.update({"max_usd_per_prompt": 0.12})
+    fal.state.latency_s = 0.3
+    node = pack.NODE_CLASS_MAPPINGS["FalColorCorrection"]()
+
+    async def list_input():
+        return await asyncio.gather(*(node.run(image=sample_image(8, 8, seed=80 + i))
+                                      for i in range(4)), return_exceptions=True)
+
+    outcomes = asyncio.run(list_input())
+    refused = [o for o in outcomes if isinstance(o, FalNodeError)]
+    assert len(refused) == 2 and all("$0.12 limit" in str(o) for o in refused)
+    assert fal.state.count("submit") == 2
+    assert pricing.ledger.spent() == pytest.approx(0.10) and pricing.ledger.held() == 0
