@@ -221,11 +221,22 @@ class Bench:
         frame = image[0].mul(255.0).add(0.5).clamp(0, 255).to(torch.uint8).numpy()
         buf = io.BytesIO()
         Image.fromarray(frame).save(buf, "PNG", compress_level=self.imaging.PNG_COMPRESS_LEVEL)
-        client = fal_client.AsyncClient(key=BENCH_KEY)
-        url = await client.upload(buf.getvalue(), "image/png")
-        handle = await client.submit(self.endpoint.endpoint_id,
-                                     {**self.raw_payload, "image_url": url})
-        result = await handle.get()
+        # By hand, fal-client is pointed at the emulator through its module globals (the
+        # pack never touches them: each of its runs has its own client), for this call only.
+        import fal_client.client as fc
+        from fal_emulator import client_globals
+        saved = {name: getattr(fc, name) for name in client_globals("")}
+        for name, value in client_globals(self.emu.base_url).items():
+            setattr(fc, name, value)
+        try:
+            client = fal_client.AsyncClient(key=BENCH_KEY)
+            url = await client.upload(buf.getvalue(), "image/png")
+            handle = await client.submit(self.endpoint.endpoint_id,
+                                         {**self.raw_payload, "image_url": url})
+            result = await handle.get()
+        finally:
+            for name, value in saved.items():
+                setattr(fc, name, value)
         async with httpx.AsyncClient(follow_redirects=True, timeout=60.0) as http:
             response = await http.get(result["images"][0]["url"])
             response.raise_for_status()
