@@ -288,26 +288,44 @@ def _capped(response, where: str):
                           stream=Capped(response.stream), extensions=response.extensions)
 
 
-def download_transport(destination: Destination, **options):
+def download_transport(destination: Destination, inner=None, **options):
     """The transport of result downloads: every hop (redirects included) is checked, and
-    no credentials ever go along. `options` go to httpx's transport (limits)."""
+    no credentials ever go along. A host whose name resolved to a private or loopback
+    address is refused once connected, before its body is read (a public name can point
+    inside). `options` go to httpx's transport (limits); `inner` replaces it (tests)."""
     import httpx
 
     from .fal_transport import tls_context
 
     class DownloadTransport(httpx.AsyncBaseTransport):
         def __init__(self) -> None:
-            self.inner = httpx.AsyncHTTPTransport(verify=tls_context(), **options)
+            self.inner = inner or httpx.AsyncHTTPTransport(verify=tls_context(), **options)
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             url = str(request.url)
+            where = urlsplit(url).netloc
             if "authorization" in request.headers or not destination.may_redirect_to(url):
-                raise EgressRefused(f"refused to fetch a result from {urlsplit(url).netloc}: a "
-                                    f"result may only come from fal's file hosts or the "
-                                    f"allowed server")
-            return await self.inner.handle_async_request(request)
+                raise EgressRefused(f"refused to fetch a result from {where}: a result may "
+                                    f"only come from fal's file hosts or the allowed server")
+            response = await self.inner.handle_async_request(request)
+            address = _peer_address(response)
+            if address and is_private_host(address) and not destination.is_own(url):
+                await response.aclose()
+                raise EgressRefused(f"refused to fetch a result from {where}: it is at the "
+                                    f"private address {address}")
+            return response
 
         async def aclose(self) -> None:
             await self.inner.aclose()
 
     return DownloadTransport()
+
+
+def _peer_address(response) -> str:
+    """The IP address the response came from, where the connection tells it."""
+    stream = response.extensions.get("network_stream")
+    try:
+        peer = stream.get_extra_info("server_addr") if stream is not None else None
+    except Exception:
+        return ""
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""

@@ -157,3 +157,28 @@ async def test_an_answer_without_a_length_is_cut_off_at_the_cap(monkeypatch):
     async with httpx.AsyncClient(transport=egress.egress_transport(egress.FAL, inner)) as http:
         with pytest.raises(egress.EgressRefused, match="larger than 1 MiB"):
             await http.get("https://queue.fal.run/fal-ai/x/requests/1")
+
+
+@pytest.mark.asyncio
+async def test_a_public_name_that_leads_inside_is_refused_before_its_body():
+    """https://files.example.com resolving to 10.0.0.5 (or 127.0.0.1): the connection tells
+    where it went; nothing of the body is used."""
+    class Connection:
+        def __init__(self, address):
+            self.address = address
+
+        def get_extra_info(self, name):
+            return (self.address, 443) if name == "server_addr" else None
+
+    for address, refused in (("10.0.0.5", True), ("127.0.0.1", True), ("34.120.1.2", False)):
+        def answer(request, address=address):
+            return httpx.Response(200, content=b"pixels",
+                                  extensions={"network_stream": Connection(address)})
+
+        transport = egress.download_transport(egress.FAL, inner=httpx.MockTransport(answer))
+        async with httpx.AsyncClient(transport=transport) as http:
+            if refused:
+                with pytest.raises(egress.EgressRefused, match=f"private address {address}"):
+                    await http.get("https://files.example.com/x.png")
+            else:
+                assert (await http.get("https://files.example.com/x.png")).content == b"pixels"
