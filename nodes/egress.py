@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 ENV_BASE_URL = "COMFYUI_FAL_BASE_URL"
 ENV_PROXY_URL = "COMFYUI_FAL_PROXY_URL"
 TARGET_URL_HEADER = "x-fal-target-url"     # fal-js: libs/client/src/middleware.ts
+FAL_REST_URL = "https://rest.fal.ai"       # fal-client's REST_URL (storage, tokens)
 
 # An API answer (result JSON, inline results included) larger than this is refused as it
 # streams in, before fal-client holds it (and its parsed copy) in memory.

@@ -54,7 +54,11 @@ def fal_client_for_run(key: str, destination: Any = None):
 
     class RunTokenManager(fc.AsyncCDNTokenManager):
         """fal-client's token manager opens a bare httpx client; this one sends through
-        the run's transport."""
+        the run's transport, to fal's own URL (whatever fal-client's globals say)."""
+
+        def __init__(self, auth: Any) -> None:
+            super().__init__(auth)
+            self._url = egress.FAL_REST_URL + "/storage/auth/token?storage_type=fal-cdn-v3"
 
         async def _refresh_token(self) -> Any:
             async with http_client(transport=transport()) as client:
@@ -96,7 +100,7 @@ def fal_client_for_run(key: str, destination: Any = None):
             # returns, without any key.
             client = await self._client
             started = await client.post(
-                fc.REST_URL + "/storage/upload/initiate?storage_type=fal-cdn-v3",
+                egress.FAL_REST_URL + "/storage/upload/initiate?storage_type=fal-cdn-v3",
                 json={"content_type": content_type, "file_name": file_name or "upload.bin"})
             fc._raise_for_status(started)
             answer = started.json()
@@ -120,8 +124,9 @@ def fal_client_for_run(key: str, destination: Any = None):
                for name in ("_client", "_token_manager", "_cdn_client")):
         # A fal-client that changed inside: refuse rather than let its own clients send
         # the key past the transport.
-        raise RuntimeError("this fal-client version builds its HTTP clients differently; "
-                           "install the fal-client version in requirements.txt")
+        raise RuntimeError("this fal-client builds its HTTP clients in a way the pack does "
+                           "not know, so the pack will not hand it the key; install fal-client "
+                           "1.x, as requirements.txt says")
     key = key if destination.sends_key else PROXY_PLACEHOLDER_KEY
     return RunClient(key=key)
 

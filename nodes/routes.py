@@ -54,8 +54,8 @@ log = logging.getLogger("comfyui_fal_edit")
 PREFIX = "/fal/keys"
 # The FalKey node's combo entry for the FAL_KEY environment variable.
 ENV_CHOICE = "environment FAL_KEY"
-# fal's REST host (fal-client's REST_URL); COMFYUI_FAL_BASE_URL replaces it with {base}rest.
-FAL_REST_URL = "https://rest.fal.ai"
+# fal's REST host; COMFYUI_FAL_BASE_URL replaces it with {base}rest.
+FAL_REST_URL = egress.FAL_REST_URL
 # One cheap authenticated call: a CDN upload token. Unknown or revoked keys get 401/403.
 TOKEN_PATH = "/storage/auth/token?storage_type=fal-cdn-v3"
 TEST_TIMEOUT_S = 8.0

@@ -193,3 +193,15 @@ def test_prices_never_come_from_a_server_the_workflow_picked(fal):
         assert allowed.state.count("pricing") == 0 and allowed.state.count("submit") == 1
     run_node("FalColorCorrection", image=sample_image(32, 32, seed=12))
     assert fal.state.count("pricing") == 1
+
+
+def test_another_pack_moving_fal_client_globals_cannot_take_the_key(fal, stranger, monkeypatch):
+    """The other way round: another pack points fal-client's module globals at a server of
+    its own; this pack's key still goes nowhere but fal or the owner's server."""
+    import fal_client.client as fc
+    from fal_emulator import client_globals
+    for name, value in client_globals(stranger.base_url).items():
+        monkeypatch.setattr(fc, name, value)
+    with pytest.raises(FalNodeError, match=f"credentials to 127.0.0.1:{stranger.port}"):
+        run_node("FalColorCorrection", image=sample_image(32, 32, seed=13))
+    assert stranger.with_key(TEST_KEY) == []
