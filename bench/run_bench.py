@@ -161,7 +161,13 @@ class Bench:
         self.row("emulator", "where the fal emulator ran", self.emu.where)
         os.environ["COMFYUI_FAL_BASE_URL"] = self.emu.base_url
         os.environ["FAL_KEY"] = BENCH_KEY
-        os.environ.setdefault("COMFYUI_FAL_KEYS_FILE", "/nonexistent/keys.json")
+        # The bench plays a ComfyUI owner who set no spending ceilings: it spends emulator
+        # dollars by the hundred, all outside any ComfyUI prompt.
+        import tempfile
+        owner_dir = tempfile.mkdtemp(prefix="fal-bench-owner-")
+        os.environ["COMFYUI_FAL_KEYS_FILE"] = os.path.join(owner_dir, "keys.json")
+        from comfyui_fal_edit.nodes import server_settings
+        server_settings.update({"max_usd_per_prompt": 0, "max_usd_per_day": 0})
         self.host.interrupt_requested = False
 
     def stop(self) -> None:
