@@ -196,7 +196,7 @@ function readFalJsSchemas(ts, gitDir) {
   const touching = git("log", "--all", "--format=%h", "--", "libs/schemas/src/image/endpoint-schema.ts")
     .trim().split("\n");
   const commit = touching.find((c) => {
-    try { git("cat-file", "-e", `${c}:libs/schemas/src/image/endpoint-schema.ts`); return true; } catch { return false; }
+    try { execFileSync("git", ["--git-dir", gitDir, "cat-file", "-e", `${c}:libs/schemas/src/image/endpoint-schema.ts`], { stdio: "ignore" }); return true; } catch { return false; }
   });
   const files = git("ls-tree", "-r", "--name-only", commit, "libs/schemas/src").split("\n");
   const byEndpoint = {};
@@ -301,11 +301,13 @@ function catalogueEntry(id, io, schema) {
     if (f.type === "list") e.items = f.items.type === "enum" ? { type: "enum", enum: f.items.enum } : { type: f.items.type };
     if (f.enum) e.enum = f.enum;
     if (f.nullable) e.nullable = true;
+    const p = props[f.name] || {};
+    // Defaults from the doc comments; fal's JSON Schema fills the ones the comments leave out.
     if (f.default !== undefined) e.default = f.default;
+    else if (p.default !== undefined && p.default !== null) e.default = p.default;
     if (f.required) e.required = true;
     const kind = imageKind(f);
     if (kind) e.image = kind;
-    const p = props[f.name] || {};
     const num = p.anyOf ? p.anyOf.find((x) => x.type === "number" || x.type === "integer") || p : p;
     if (f.type === "number" && num.type === "integer") e.type = "integer";
     for (const [from, to] of [["minimum", "min"], ["maximum", "max"], ["exclusiveMinimum", "gt"],
