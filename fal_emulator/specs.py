@@ -155,6 +155,8 @@ _SPECS = [
         "image_url": REQUIRED_IMAGE,
         "guidance_scale": _float(0.5, ge=0, le=1),
         "seed": SEED,
+        "enable_safety_checker": Field("bool", True),
+        "sync_mode": SYNC_MODE,
     }, imageops.seededit, "seededit"),
     EndpointSpec("fal-ai/flux-pro/kontext/max/multi", {
         "prompt": REQUIRED_PROMPT,
@@ -166,6 +168,7 @@ _SPECS = [
         "output_format": OUTPUT_FORMAT,
         "safety_tolerance": _enum(SAFETY_TOLERANCES, "2"),
         "aspect_ratio": _enum(ASPECT_RATIOS),
+        "enhance_prompt": Field("bool", False),
     }, imageops.kontext_multi, "flux", nsfw_check=True),
 ]
 

@@ -133,3 +133,76 @@ def test_retired_endpoints_point_to_live_ones_doing_the_same_job():
     alternatives = catalogue.alternatives(SEEDEDIT)
     assert alternatives and all("seedream" in a and "edit" in a for a in alternatives)
     assert all(not catalogue.entry(a).get("retired") for a in alternatives)
+
+
+# -- the ten curated nodes against the catalogue ------------------------------------------
+
+# Where a curated node deliberately differs from fal's newest types, and why. An entry that
+# no longer differs fails the test too, so this list cannot go stale.
+CURATED_DEFAULTS = {
+    # The API pages (the contract) say these; fal's types repeat background-change's example.
+    ("fal-ai/image-editing/background-change", "prompt"): "beach sunset with palm trees",
+    ("fal-ai/image-editing/object-removal", "prompt"): "background people",
+    # An empty text sends no colours, which is fal's default (an empty list).
+    ("fal-ai/recraft/v3/image-to-image", "colors"): "",
+}
+
+
+def same_value(a, b) -> bool:
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+    return float(a) == float(b) if numbers else str(a) == str(b)
+
+
+def drift(endpoint) -> list[str]:
+    """Every way the curated node differs from the catalogue, as readable lines."""
+    published = catalogue.entry(endpoint.endpoint_id)["input"]
+    offered = {f.name: f for f in endpoint.fields}
+    found = []
+    for name, field in published.items():
+        if field.get("image"):
+            if name != endpoint.image_field:
+                found.append(f"image field {name} has no socket")
+            continue
+        if name == "sync_mode":
+            if not endpoint.supports_sync_mode:
+                found.append("sync_mode is not driven by the settings' inline_results")
+            continue
+        node_field = offered.get(name)
+        if node_field is None:
+            found.append(f"new fal input {name} ({field['type']}) is not offered")
+            continue
+        if field.get("enum") and [str(v) for v in field["enum"]] != list(node_field.choices):
+            found.append(f"{name}: choices {field['enum']} != {list(node_field.choices)}")
+        if bool(field.get("required")) != node_field.required:
+            found.append(f"{name}: required is {bool(field.get('required'))} at fal")
+        for bound, ours in (("min", node_field.minimum), ("max", node_field.maximum)):
+            if bound in field and field[bound] != ours:
+                found.append(f"{name}: {bound} is {field[bound]} at fal, {ours} here")
+        if "default" in field and not same_value(field["default"], node_field.default):
+            expected = CURATED_DEFAULTS.get((endpoint.endpoint_id, name))
+            if expected is None or expected != node_field.default:
+                found.append(f"{name}: default is {field['default']!r} at fal, "
+                             f"{node_field.default!r} here")
+        elif (endpoint.endpoint_id, name) in CURATED_DEFAULTS:
+            found.append(f"{name}: listed in CURATED_DEFAULTS but agrees with fal now")
+    found += [f"{name} is offered but fal has no such input" for name in offered
+              if name not in published]
+    return found
+
+
+def test_the_ten_nodes_have_not_drifted_from_fals_types():
+    from nodes.endpoints import ENDPOINTS
+    report = {e.endpoint_id: drift(e) for e in ENDPOINTS}
+    assert not any(report.values()), "\n".join(
+        f"{endpoint_id}: {line}" for endpoint_id, lines in report.items() for line in lines)
+
+
+def test_drift_is_reported_for_a_new_fal_input():
+    import dataclasses
+    from nodes.endpoints import BY_ENDPOINT
+    old_multi = BY_ENDPOINT[KONTEXT_MULTI]
+    without = dataclasses.replace(old_multi, fields=tuple(
+        f for f in old_multi.fields if f.name != "enhance_prompt"))
+    assert drift(without) == ["new fal input enhance_prompt (boolean) is not offered"]
+    no_sync = dataclasses.replace(BY_ENDPOINT[SEEDEDIT], supports_sync_mode=False)
+    assert drift(no_sync) == ["sync_mode is not driven by the settings' inline_results"]

@@ -200,6 +200,21 @@ def test_inline_results_use_data_uris_without_downloads(fal):
     assert images.shape == (1, 40, 40, 3)
 
 
+@pytest.mark.parametrize("inline", [False, True])
+def test_seededit_sync_mode_follows_inline_results_and_safety_checker_is_sent(fal, inline):
+    run_node("FalSeedEditV3", image=sample_image(40, 40), enable_safety_checker=False,
+             settings=settings(inline_results=inline))
+    payload = fal.state.entries("submit", "fal-ai/bytedance/seededit/v3/edit-image")[0]["payload"]
+    assert payload["enable_safety_checker"] is False
+    assert payload.get("sync_mode", False) is inline
+
+
+def test_kontext_multi_sends_enhance_prompt(fal):
+    run_node("FalFluxKontextMaxMulti", image_1=sample_image(40, 40), enhance_prompt=True)
+    payload = fal.state.entries("submit", "fal-ai/flux-pro/kontext/max/multi")[0]["payload"]
+    assert payload["enhance_prompt"] is True
+
+
 # -- errors, each one sentence naming node, cause and fix ----------------------
 
 def test_bad_inputs_fail_before_any_request(fal):
