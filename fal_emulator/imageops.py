@@ -283,3 +283,57 @@ def recraft_posterize(images, p, seed) -> Image.Image:
         mapped = _arr(img.quantize(colors=n, method=Image.Quantize.MEDIANCUT).convert("RGB"))
     s = p["strength"]
     return _img((1 - s) * arr + s * mapped)
+
+
+# ----- every other catalogue endpoint ------------------------------------------
+# One op per kind of job, picked from the endpoint's id and image fields. ``images`` is
+# the decoded inputs in payload order, the masks (fields named *mask*) last; ``masks``
+# says how many of them are masks.
+
+CUTOUT_IDS = ("birefnet", "background/remove", "remove-background", "rembg", "ben/v2",
+              "background-removal", "bria/background/remove")
+UPSCALE_IDS = ("upscale", "esrgan", "swin2sr", "aura-sr", "clarity", "seedvr")
+
+
+def op_kind(endpoint_id: str, has_mask_field: bool) -> str:
+    if any(part in endpoint_id for part in CUTOUT_IDS):
+        return "cutout"
+    if any(part in endpoint_id for part in UPSCALE_IDS):
+        return "upscale"
+    if has_mask_field:
+        return "inpaint"
+    return "edit"
+
+
+def cutout_matte(width: int, height: int) -> np.ndarray:
+    """The 'subject' of a background-removal stand-in: a centred ellipse, opaque inside."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    inside = ((x + 0.5 - width / 2) / (width * 0.4)) ** 2 + ((y + 0.5 - height / 2) / (height * 0.4)) ** 2
+    return np.where(inside <= 1.0, 255, 0).astype(np.uint8)
+
+
+def catalogue_op(kind: str):
+    def run(images, p, seed, masks: int = 0) -> Image.Image:
+        pictures, mask_images = images[:len(images) - masks], images[len(images) - masks:]
+        base = pictures[0] if pictures else mask_images[0]
+        prompt = str(p.get("prompt") or "")
+        if kind == "cutout":
+            rgba = base.convert("RGBA")
+            rgba.putalpha(Image.fromarray(cutout_matte(*base.size), "L"))
+            return rgba
+        if kind == "upscale":
+            factor = p.get("upscale_factor") or p.get("scale") or 2
+            factor = max(1.0, min(float(factor), 4.0))
+            size = (min(2048, round(base.width * factor)), min(2048, round(base.height * factor)))
+            return base.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        if len(pictures) > 1:   # several references: their average, each scaled to the first
+            stack = [_arr(im.convert("RGB").resize(base.size)) for im in pictures]
+            base = _img(sum(stack) / len(stack))
+        edited = prompt_transform(base.convert("RGB"), prompt, seed, 0.6)
+        if kind == "inpaint" and mask_images:
+            # Only the white part of the mask changes, as fal's inpainting endpoints do.
+            mask = mask_images[0].convert("L").resize(base.size)
+            return Image.composite(edited, base.convert("RGB"), mask.point(lambda v: 255 if v > 127 else 0))
+        return edited
+    run.__name__ = f"catalogue_{kind}"
+    return run

@@ -265,8 +265,12 @@ def encode_image(img: Image.Image, fmt: str, result_mode: str | None) -> tuple[b
             fmt = "png"
     buf = io.BytesIO()
     if fmt == "jpeg":
+        img = img if img.mode in ("RGB", "L", "CMYK") else img.convert("RGB")
         img.save(buf, format="JPEG", quality=92)
         return buf.getvalue(), "image/jpeg", "jpg"
+    if fmt in ("webp", "gif"):   # both keep a cut-out's transparency
+        img.save(buf, format=fmt.upper(), **({"lossless": True} if fmt == "webp" else {}))
+        return buf.getvalue(), f"image/{fmt}", fmt
     img.save(buf, format="PNG")
     return buf.getvalue(), "image/png", "png"
 
@@ -484,7 +488,7 @@ class EmulatorServer:
                                    request_id=job_id, payload=payload)) is not None:
             return r
         spec = ENDPOINTS.get(endpoint)
-        if spec is None:
+        if spec is None or endpoint in self.state.retired_endpoints:
             return _json({"detail": f"Application '{endpoint}' not found"}, 404)
         return self._new_job(request, job_id, spec, payload)
 
@@ -678,11 +682,14 @@ class EmulatorServer:
         params, errors = validate(spec, job.payload)
         if errors:
             raise _validation_error(errors)
-        images = []
+        images, masks = [], 0
         for name in spec.image_fields:
+            if params.get(name) is None:   # an optional image field left out
+                continue
             urls = params[name] if isinstance(params[name], list) else [params[name]]
             locs = [[name, i] for i in range(len(urls))] if isinstance(params[name], list) else [[name]]
             images += [load_image(u, loc, self.files, spec) for u, loc in zip(urls, locs)]
+            masks += len(urls) if name in spec.mask_fields else 0
 
         has_seed = "seed" in spec.fields
         seed = params.get("seed")
@@ -696,7 +703,8 @@ class EmulatorServer:
 
         files, flags = [], []
         for i in range(params.get("num_images") or 1):
-            img = spec.op(images, params, seed + i)
+            img = spec.op(images, params, seed + i, masks) if spec.from_catalogue else \
+                spec.op(images, params, seed + i)
             if size:
                 img = img.resize(size, Image.Resampling.LANCZOS)
             if nsfw:  # fal blacks out flagged images
@@ -730,6 +738,18 @@ class EmulatorServer:
         if shape == "flux":
             return {"images": files, "timings": {"inference": round(time.monotonic() - job.started, 4)},
                     "seed": seed, "has_nsfw_concepts": flags, "prompt": prompt}
+        if shape == "catalogue":   # the output shape the catalogue gives for the endpoint
+            where = spec.output_fields[0]
+            out: dict = {where: files if where == "images" else (files[0] if files else None)}
+            if spec.nsfw_check:
+                out["has_nsfw_concepts"] = flags
+            if "seed" in spec.output_fields:
+                out["seed"] = seed
+            if "prompt" in spec.output_fields:
+                out["prompt"] = prompt
+            if "timings" in spec.output_fields:
+                out["timings"] = {"inference": round(time.monotonic() - job.started, 4)}
+            return out
         if shape == "seededit":
             if self.state.seededit_image_as_list:
                 return {"image": files, "seed": seed}

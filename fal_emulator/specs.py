@@ -7,7 +7,9 @@ referenced by name so this module stays a readable catalogue.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from . import imageops
@@ -23,6 +25,7 @@ RECRAFT_STYLE_ROOTS = ("any", "realistic_image", "digital_illustration", "vector
 @dataclass(frozen=True)
 class Field:
     # str | int | float | bool | enum | image_url | image_urls | colors | recraft_style
+    # | list | object | any
     kind: str
     default: Any = None          # used when the field is absent
     required: bool = False
@@ -32,6 +35,9 @@ class Field:
     min_length: int | None = None
     max_length: int | None = None
     nullable: bool = False
+    gt: float | None = None
+    lt: float | None = None
+    items: str | None = None     # list: the kind of each item (str | int | float | bool | enum)
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,18 @@ class EndpointSpec:
     default_format: str = "jpeg"  # when the endpoint has no output_format field
     nsfw_check: bool = False      # output carries has_nsfw_concepts
     image_limits: ImageLimits | None = None
+    # Endpoints made from the catalogue: where the images go in the answer ("images" or
+    # "image"), the answer's other fields, and which input fields are masks.
+    from_catalogue: bool = False
+    output_fields: tuple = ()
+    mask_fields: tuple = ()
 
     @property
     def image_fields(self) -> list[str]:
-        return [n for n, f in self.fields.items() if f.kind in ("image_url", "image_urls")]
+        """Image inputs in the order the op gets them: pictures first, masks last."""
+        names = [n for n, f in self.fields.items() if f.kind in ("image_url", "image_urls")]
+        return [n for n in names if n not in self.mask_fields] + \
+            [n for n in names if n in self.mask_fields]
 
 
 def _str(default=None, **kw) -> Field:
@@ -84,7 +98,7 @@ OUTPUT_FORMAT = _enum(OUTPUT_FORMATS, "jpeg")
 def _image_editing(prompt_default: str | None = None) -> dict:
     fields = {
         "image_url": REQUIRED_IMAGE,
-        "guidance_scale": _float(3.5, ge=1, le=20),
+        "guidance_scale": _float(3.5, ge=0, le=20),
         "num_inference_steps": _int(30, ge=1, le=50),
         "safety_tolerance": _enum(SAFETY_TOLERANCES, "2"),
         "output_format": OUTPUT_FORMAT,
@@ -112,7 +126,7 @@ _SPECS = [
         "image_url": REQUIRED_IMAGE,
         "sharpen_mode": _enum(("basic", "smart", "cas"), "basic"),
         "sharpen_radius": _int(1, ge=1, le=15),
-        "sharpen_alpha": _float(1.0, ge=0, le=4),
+        "sharpen_alpha": _float(1.0, ge=0.1, le=5),
         "noise_radius": _int(7, ge=1, le=25),
         "preserve_edges": _float(0.75, ge=0, le=1),
         "smart_sharpen_strength": _float(5.0, ge=0, le=25),
@@ -145,7 +159,7 @@ _SPECS = [
         # "less than 5 MB": the stricter reading, 5,000,000 bytes (5 MiB is 5,242,880).
         image_limits=ImageLimits(16_000_000, 4096, 5_000_000)),
     EndpointSpec("fal-ai/luma-photon/modify", {
-        "prompt": _str(required=True, min_length=3, max_length=5000),
+        "prompt": _str(),
         "image_url": REQUIRED_IMAGE,
         "strength": _float(required=True, ge=0, le=1),
         "aspect_ratio": _enum(LUMA_ASPECT_RATIOS, required=True),
@@ -172,7 +186,48 @@ _SPECS = [
     }, imageops.kontext_multi, "flux", nsfw_check=True),
 ]
 
-ENDPOINTS: dict[str, EndpointSpec] = {s.endpoint_id: s for s in _SPECS}
+CATALOGUE_FILE = Path(__file__).resolve().parents[1] / "nodes" / "data" / "catalogue.json"
+_KINDS = {"string": "str", "url": "str", "integer": "int", "number": "float", "boolean": "bool",
+          "enum": "enum", "list": "list", "object": "object", "any": "any"}
+
+
+def _catalogue_field(schema: dict) -> Field:
+    """One input field of the pack's catalogue (fal's published types) as an emulator Field."""
+    image = schema.get("image")
+    kind = ("image_urls" if image in ("urls", "masks") else "image_url") if image else \
+        _KINDS.get(schema["type"], "any")
+    items = schema.get("items") or {}
+    return Field(kind, schema.get("default"), required=bool(schema.get("required")),
+                 choices=tuple(schema.get("enum") or items.get("enum") or ()),
+                 ge=schema.get("min"), le=schema.get("max"), gt=schema.get("gt"), lt=schema.get("lt"),
+                 min_length=schema.get("min_length", schema.get("min_items")),
+                 max_length=schema.get("max_length", schema.get("max_items")),
+                 nullable=bool(schema.get("nullable")),
+                 items=_KINDS.get(items.get("type")) if kind == "list" else None)
+
+
+def _catalogue_spec(endpoint_id: str, entry: dict) -> EndpointSpec:
+    fields = {name: _catalogue_field(f) for name, f in entry["input"].items()}
+    masks = tuple(n for n, f in entry["input"].items() if f.get("image") in ("mask", "masks"))
+    kind = imageops.op_kind(endpoint_id, bool(masks))
+    output = entry["output"]
+    return EndpointSpec(endpoint_id, fields, imageops.catalogue_op(kind), "catalogue",
+                        default_format="png" if kind == "cutout" else "jpeg",
+                        nsfw_check=bool(output.get("nsfw")), from_catalogue=True,
+                        output_fields=(output["images"], *output.get("fields", ())),
+                        mask_fields=masks)
+
+
+def _all_specs() -> dict[str, EndpointSpec]:
+    """The ten hand-written specs, then every other endpoint of the catalogue."""
+    specs = {s.endpoint_id: s for s in _SPECS}
+    with open(CATALOGUE_FILE, encoding="utf-8") as handle:
+        for endpoint_id, entry in json.load(handle)["endpoints"].items():
+            specs.setdefault(endpoint_id, _catalogue_spec(endpoint_id, entry))
+    return specs
+
+
+ENDPOINTS: dict[str, EndpointSpec] = _all_specs()
 
 
 # ----- validation -------------------------------------------------------
@@ -222,6 +277,17 @@ def _check_kind(name: str, f: Field, v: Any) -> tuple[Any, list[dict]]:
         if not ok:
             return v, [field_error(loc, "Input should be a valid recraft style", "literal_error", v,
                                    expected=", ".join(RECRAFT_STYLE_ROOTS) + " or a sub-style")]
+    elif f.kind == "list":
+        if not isinstance(v, list):
+            return v, [field_error(loc, "Input should be a valid list", "list_type", v)]
+        item = Field(f.items or "any", choices=f.choices)
+        for i, element in enumerate(v):
+            _, errs = _check_kind(name, item, element)
+            if errs:
+                return v, [dict(e, loc=["body", name, i]) for e in errs]
+    elif f.kind == "object":
+        if not isinstance(v, dict):
+            return v, [field_error(loc, "Input should be a valid dictionary", "dict_type", v)]
     elif f.kind == "image_urls":
         if not isinstance(v, list):
             return v, [field_error(loc, "Input should be a valid list", "list_type", v)]
@@ -255,6 +321,11 @@ def _check_bounds(name: str, f: Field, v: Any) -> list[dict]:
     if f.le is not None and _is_number(v) and v > f.le:
         return [field_error(loc, f"Input should be less than or equal to {f.le:g}",
                             "less_than_equal", v, le=f.le)]
+    if f.gt is not None and _is_number(v) and v <= f.gt:
+        return [field_error(loc, f"Input should be greater than {f.gt:g}", "greater_than", v,
+                            gt=f.gt)]
+    if f.lt is not None and _is_number(v) and v >= f.lt:
+        return [field_error(loc, f"Input should be less than {f.lt:g}", "less_than", v, lt=f.lt)]
     if isinstance(v, (str, list)):
         what = "characters" if isinstance(v, str) else "items"
         if f.min_length is not None and len(v) < f.min_length:
@@ -272,7 +343,11 @@ def validate(spec: EndpointSpec, payload: Any) -> tuple[dict, list[dict]]:
         return {}, [{"loc": ["body"], "msg": "Input should be a valid dictionary",
                      "type": "dict_type"}]
     params: dict = {}
-    errors: list[dict] = []
+    # Stricter than fal (which ignores unknown fields): a misspelt field fails a test
+    # instead of passing silently.
+    errors: list[dict] = [field_error([name], "Extra inputs are not permitted", "extra_forbidden",
+                                      payload[name])
+                          for name in payload if name not in spec.fields]
     for name, f in spec.fields.items():
         if name not in payload:
             if f.required:

@@ -34,6 +34,7 @@ _KNOB_NAMES = (
     "latency_s", "queue_delay_s", "queue_delay_positions", "progress_steps",
     "max_concurrency", "faults", "stall_s", "result_mode", "output_sizes",
     "seededit_image_as_list", "status_stream", "rejected_keys", "forbidden_keys",
+    "retired_endpoints",
 )
 
 
@@ -89,6 +90,8 @@ class EmulatorState:
     status_stream: str = "serve"
     rejected_keys: set = field(default_factory=set)
     forbidden_keys: set = field(default_factory=set)
+    # Endpoints fal no longer serves: submitting to one answers 404, application not found.
+    retired_endpoints: set = field(default_factory=set)
 
     log: list = field(default_factory=list)
 
@@ -114,7 +117,7 @@ class EmulatorState:
             raise ValueError(f"unknown knobs: {sorted(unknown)}")
         with self._lock:
             for name, value in changes.items():
-                if name in ("rejected_keys", "forbidden_keys"):
+                if name in ("rejected_keys", "forbidden_keys", "retired_endpoints"):
                     value = set(value or ())
                 elif name == "faults":
                     value = [FaultRule.coerce(r) for r in value or ()]

@@ -103,6 +103,8 @@ def args_for(endpoint: str, url: str, **extra) -> dict:
         args.update(strength=0.6, aspect_ratio="16:9")
     if "recraft" in endpoint:
         args["colors"] = [{"r": 20, "g": 20, "b": 120}, {"r": 240, "g": 220, "b": 40}]
+    if "prompt" not in ENDPOINTS[endpoint].fields:   # the emulator refuses unknown fields
+        del args["prompt"]
     return {**args, **extra}
 
 
@@ -144,7 +146,7 @@ OUTPUT_KEYS = {
 }
 
 
-@pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
+@pytest.mark.parametrize("endpoint", sorted(e for e, s in ENDPOINTS.items() if not s.from_catalogue))
 @pytest.mark.asyncio
 async def test_endpoint_roundtrip(fal, state, endpoint):
     source = make_image()
@@ -277,7 +279,8 @@ async def test_enum_and_required_fields_give_422(fal, state):
     with pytest.raises(fal_client.client.FalClientHTTPError) as exc:
         await fal.run("fal-ai/luma-photon/modify", {"image_url": url, "prompt": "hi"})
     locs = {tuple(e["loc"]) for e in exc.value.message}
-    assert locs == {("body", "prompt"), ("body", "strength"), ("body", "aspect_ratio")}
+    # Luma's prompt is optional at fal (its node still asks for 3 characters or more).
+    assert locs == {("body", "strength"), ("body", "aspect_ratio")}
 
 
 @pytest.mark.asyncio
