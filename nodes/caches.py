@@ -50,10 +50,15 @@ class ItemResult:
     flagged: list[bool]
     seed: int | None = None
     request_id: str | None = None
+    # fal Image Endpoint only: each frame's alpha (None where opaque) and the answer's
+    # other JSON fields (no image payloads).
+    alphas: list[np.ndarray | None] | None = None
+    extra: dict | None = None
 
     @property
     def nbytes(self) -> int:
-        return sum(f.nbytes for f in self.frames)
+        return sum(f.nbytes for f in self.frames) + \
+            sum(a.nbytes for a in self.alphas or [] if a is not None)
 
 
 def request_key(endpoint_id: str, payload: dict, image_digests: list[str], server: str) -> str:
@@ -295,13 +300,14 @@ class Caches:
         if stored is None:
             return None
         meta, blobs = stored
-        from .imaging import decode
+        from .imaging import decode, decode_alpha
         try:
             frames = [decode(b) for b in blobs]
+            alphas = [decode_alpha(b) for b in blobs] if "extra" in meta else None
         except Exception:
             return None   # unreadable file: a miss
         item = ItemResult(frames, meta["urls"], meta["flagged"], meta.get("seed"),
-                          meta.get("request_id"))
+                          meta.get("request_id"), alphas, meta.get("extra"))
         self._keep_in_memory(key, item)
         return item
 
@@ -312,9 +318,11 @@ class Caches:
         if disk is not None and blobs is not None:
             blobs = [_as_stored(blob, frame) for blob, frame in zip(blobs, item.frames)]
             exts = [_extension(b) for b in blobs]
-            disk.put_result(key, endpoint_id, {"urls": item.urls, "flagged": item.flagged,
-                                               "seed": item.seed, "request_id": item.request_id},
-                            blobs, exts)
+            meta = {"urls": item.urls, "flagged": item.flagged, "seed": item.seed,
+                    "request_id": item.request_id}
+            if item.extra is not None:
+                meta["extra"] = item.extra
+            disk.put_result(key, endpoint_id, meta, blobs, exts)
 
     def _keep_in_memory(self, key: str, item: ItemResult) -> None:
         with self._lock:

@@ -87,12 +87,12 @@ def check_arguments(where: str, endpoint_id: str, arguments: dict[str, Any],
     if item is None:
         close = _closest(endpoint_id, ids())
         raise InputProblem(f"{where}: `endpoint` '{endpoint_id}' is not in the catalogue; "
-                           + (f"did you mean '{close}'?" if close else "pick one from the list"))
+                           + (f"pick '{close}', the closest id" if close else "pick one from the list"))
     schema = item["input"]
     for name, value in arguments.items():
         if name not in schema:
             close = _closest(name, list(schema))
-            fix = (f"did you mean `{close}`?" if close else
+            fix = (f"change it to `{close}`, the closest field name" if close else
                    f"remove it (its fields are {', '.join(list(schema)[:12])})")
             raise InputProblem(f"{where} on {endpoint_id}: `{name}` is not a field of this "
                                f"endpoint; {fix}")
@@ -101,9 +101,8 @@ def check_arguments(where: str, endpoint_id: str, arguments: dict[str, Any],
             raise InputProblem(f"{where} on {endpoint_id}: `{name}` {problem}")
     for name, field in schema.items():
         if field.get("required") and name not in arguments and name not in filled:
-            if field.get("image"):
-                fix = ("connect an image to `mask`" if field["image"].startswith("mask")
-                       else "connect an image to `image`")
+            if field.get("image"):   # one no socket feeds (the node checks the sockets first)
+                fix = f'set "{name}" to an image URL in `arguments`'
             else:
                 fix = f'add "{name}": {_example(field)} to `arguments`'
             raise InputProblem(f"{where} on {endpoint_id}: `{name}` is required by fal but not set; {fix}")
@@ -113,24 +112,24 @@ def value_problem(field: dict[str, Any], value: Any) -> str | None:
     """What is wrong with one value (the rest of a sentence starting with the field), or None."""
     if value is None:
         return None if field.get("nullable") or not field.get("required") else \
-            "is null but fal needs a value; give it one or remove the field"
+            "is null but fal needs a value; set a value or delete the field"
     kind = field["type"]
     if kind == "enum":
         if value not in field["enum"]:
             shown = ", ".join(json.dumps(v) for v in field["enum"][:10])
             more = ", …" if len(field["enum"]) > 10 else ""
-            return f"is {json.dumps(value)}, which fal does not accept; use one of {shown}{more}"
+            return f"is {json.dumps(value)}, which fal does not accept; pick one of {shown}{more}"
         return None
     if kind in ("string", "url"):
         if not isinstance(value, str):
-            return f"is a {_json_kind(value)} but fal needs text; put it in quotes"
+            return f"is a {_json_kind(value)} but fal needs text; write it in quotes"
         return _length_problem(field, len(value), "characters")
     if kind in ("integer", "number"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                 (isinstance(value, float) and not math.isfinite(value)):
             return f"is {json.dumps(value)} but fal needs a number; write a number without quotes"
         if kind == "integer" and not float(value).is_integer():
-            return f"is {value} but fal needs a whole number; round it"
+            return f"is {value} but fal needs a whole number; change it to a whole number"
         return _range_problem(field, value)
     if kind == "boolean":
         if not isinstance(value, bool):
@@ -138,7 +137,7 @@ def value_problem(field: dict[str, Any], value: Any) -> str | None:
         return None
     if kind == "list":
         if not isinstance(value, list):
-            return f"is a {_json_kind(value)} but fal needs a list; put the values in [ ]"
+            return f"is a {_json_kind(value)} but fal needs a list; write the values in [ ]"
         items = field.get("items") or {"type": "any"}
         for index, element in enumerate(value):
             problem = value_problem(items, element)
@@ -171,7 +170,7 @@ def _length_problem(field: dict[str, Any], length: int, unit: str) -> str | None
     if lo is not None and length < lo:
         return f"has {length} {unit} but fal needs at least {lo}; add more"
     if hi is not None and length > hi:
-        return f"has {length} {unit} but fal takes at most {hi}; remove some"
+        return f"has {length} {unit} but fal takes at most {hi}; shorten it"
     return None
 
 
@@ -186,8 +185,8 @@ def _example(field: dict[str, Any]) -> str:
     kind = field["type"]
     if kind == "enum":
         return json.dumps(field["enum"][0])
-    return {"integer": "1", "number": "1.0", "boolean": "true", "list": "[...]",
-            "object": "{...}"}.get(kind, '"..."')
+    return {"integer": "1", "number": "1.0", "boolean": "true", "list": "[]",
+            "object": "{}"}.get(kind, '"text"')
 
 
 def _json_kind(value: Any) -> str:
@@ -206,3 +205,48 @@ def _json_kind(value: Any) -> str:
 
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# -- the endpoint description the runtime runs ------------------------------------
+
+PICTURE_SOCKETS = ("image", "image_2", "image_3", "image_4")
+MASK_SOCKET = "mask"
+
+
+@functools.lru_cache(maxsize=64)
+def endpoint_for(endpoint_id: str):
+    """The runtime's description of a catalogue endpoint (the same `Endpoint` the ten
+    curated nodes are made of): where images go, where results are, NSFW flags."""
+    from .spec import Endpoint, ImageSlot
+
+    item = entry(endpoint_id)
+    if item is None:
+        raise InputProblem(f"`endpoint` '{endpoint_id}' is not in the catalogue; pick one from "
+                           f"the list")
+    schema = item["input"]
+    kinds = image_fields(item)
+    pictures = [n for n, k in kinds.items() if k in ("url", "urls")]
+    masks = [n for n, k in kinds.items() if k in ("mask", "masks")]
+    # The field named image_url (or image) takes `image` when there is one.
+    pictures.sort(key=lambda n: n not in ("image_url", "image"))
+    singles = [n for n in pictures if kinds[n] == "url"]
+    lists = [n for n in pictures if kinds[n] == "urls"]
+    slots = []
+    sockets = list(PICTURE_SOCKETS)
+    for name in singles:
+        if not sockets:
+            break
+        slots.append(ImageSlot(name, "url", (sockets.pop(0),), bool(schema[name].get("required"))))
+    if lists and sockets:
+        # A list field takes every socket the single fields left: all their frames, in order.
+        slots.append(ImageSlot(lists[0], "urls", tuple(sockets), bool(schema[lists[0]].get("required"))))
+    mask_field = next((n for n in masks if kinds[n] == "mask"), masks[0] if masks else None)
+    if mask_field:
+        slots.append(ImageSlot(mask_field, kinds[mask_field], (MASK_SOCKET,),
+                               bool(schema[mask_field].get("required"))))
+    output = item["output"]
+    return Endpoint(endpoint_id, "FalImageEndpoint", f"fal Image Endpoint on {endpoint_id}",
+                    item.get("title", endpoint_id), (), image_field=slots[0].field if slots else "",
+                    output_field=output["images"], nsfw_field=output.get("nsfw"),
+                    supports_sync_mode="sync_mode" in schema, image_slots=tuple(slots),
+                    takes_arguments=True)

@@ -309,6 +309,16 @@ def decode(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> np.ndarray:
         return np.asarray(rgb).copy()
 
 
+def decode_alpha(data: bytes) -> np.ndarray | None:
+    """A result file's transparency as H x W uint8 (255 opaque), or None when it has none."""
+    with Image.open(io.BytesIO(data)) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info) \
+                or (img.mode in ("RGB", "L") and "transparency" in img.info):
+            return np.asarray(img.convert("RGBA"))[..., 3].copy()
+    return None
+
+
 def decode_data_uri(uri: str) -> bytes:
     header, _, payload = uri.partition(",")
     if ";base64" in header:

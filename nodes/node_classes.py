@@ -3,12 +3,13 @@ the fal Key and fal Settings nodes they share."""
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 from . import keystore
 from .endpoints import ENDPOINTS, Endpoint
-from .runtime import run_endpoint
+from .runtime import RunOutcome, run_endpoint
 from .settings import (CACHE_MODES, DEFAULT_SETTINGS, NSFW_POLICIES, UPLOAD_FORMATS, FalKeyRef,
                        FalSettings)
 
@@ -43,16 +44,8 @@ def endpoint_node(endpoint: Endpoint) -> type:
         images = [values.pop(name, None) for name in image_names]
         outcome = await run_endpoint(endpoint, values, images, settings or DEFAULT_SETTINGS,
                                      node_id=unique_id)
-        result = (outcome.images, outcome.seed, "\n".join(outcome.urls))
-        # Shown on the node by web/fal_edit.js; inline results (data URIs) are cut to their type.
-        shown = [u[:u.find(",") + 1] if u.startswith("data:") else u for u in outcome.urls]
-        # fal_items / fal_cost / fal_cached / fal_megapixels: the price badge's real request
-        # count and this run's cost (cached items cost nothing).
-        return {"ui": {"fal_urls": shown, "fal_request_ids": list(outcome.request_ids),
-                       "fal_status": [outcome.status], "fal_items": [outcome.items],
-                       "fal_cost": [round(outcome.estimated_usd, 6)],
-                       "fal_cached": [outcome.cached_items],
-                       "fal_megapixels": [outcome.megapixels]}, "result": result}
+        return {"ui": run_panel(outcome),
+                "result": (outcome.images, outcome.seed, "\n".join(outcome.urls))}
 
     return type(endpoint.node_name, (), {
         "INPUT_TYPES": classmethod(input_types),
@@ -69,6 +62,97 @@ def endpoint_node(endpoint: Endpoint) -> type:
         "run": run,
         "__doc__": endpoint.description,
     })
+
+
+def run_panel(outcome: RunOutcome) -> dict[str, list]:
+    """What web/fal_edit.js shows on a fal node after a run; inline results (data URIs) are
+    cut to their type. fal_items / fal_cost / fal_cached / fal_megapixels: the price badge's
+    real request count and this run's cost (cached items cost nothing)."""
+    shown = [u[:u.find(",") + 1] if u.startswith("data:") else u for u in outcome.urls]
+    return {"fal_urls": shown, "fal_request_ids": list(outcome.request_ids),
+            "fal_status": [outcome.status], "fal_items": [outcome.items],
+            "fal_cost": [round(outcome.estimated_usd, 6)], "fal_cached": [outcome.cached_items],
+            "fal_megapixels": [outcome.megapixels]}
+
+
+class FalImageEndpoint:
+    """Any fal endpoint that takes an image and returns images, from fal's published schemas."""
+
+    DISPLAY = "fal Image Endpoint"
+    DESCRIPTION = ("Runs any fal endpoint that takes an image and returns images (the catalogue "
+                   "of fal's published types). `arguments` is the JSON fal gets: only the fields "
+                   "you set are sent, fal's defaults apply to the rest. Images go to the "
+                   "endpoint's image fields: a single-image field gets one request per frame of "
+                   "`image`, a list field gets every frame of every connected image at once, "
+                   "`mask` goes to the mask field.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "MASK", "STRING", "STRING")
+    RETURN_NAMES = ("images", "mask", "urls", "result_json")
+    OUTPUT_TOOLTIPS = ("Every result, in input order, as one batch.",
+                       "Each result's transparency as a mask (1 - alpha, as Load Image makes "
+                       "it): the cut-out of background-removal endpoints; empty where opaque.",
+                       "The result URLs, one per line (fal keeps them for a limited time).",
+                       "fal's answer for each request (a JSON list) without the images: text, "
+                       "boxes, seeds…")
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        from . import catalogue   # a local file, read once and only when ComfyUI asks
+        ids = catalogue.ids()
+        image_tip = ("Goes to the endpoint's image fields by its schema (see the node's "
+                     "description); connecting an image the endpoint has no field for is an error.")
+        return {
+            "required": {
+                "endpoint": (ids, {"default": "fal-ai/bytedance/seedream/v4.5/edit"
+                                   if "fal-ai/bytedance/seedream/v4.5/edit" in ids else ids[0],
+                                   "tooltip": "The fal endpoint to call (type to search)."}),
+                "arguments": ("STRING", {"default": "{}", "multiline": True, "tooltip":
+                              'The endpoint\'s inputs as JSON, e.g. {"prompt": "a red hat"}. '
+                              "Only these are sent; checked against fal's schema before any "
+                              "upload."}),
+            },
+            "optional": {
+                "image": ("IMAGE", {"tooltip": image_tip}),
+                "image_2": ("IMAGE", {"tooltip": image_tip}),
+                "image_3": ("IMAGE", {"tooltip": image_tip}),
+                "image_4": ("IMAGE", {"tooltip": image_tip}),
+                "mask": ("MASK", {"tooltip": "Goes to the endpoint's mask field (white: the area "
+                                  "to change)."}),
+                "settings": ("FAL_SETTINGS", {"tooltip": SETTINGS_TOOLTIP}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    async def run(self, endpoint: str, arguments: str = "", settings: FalSettings | None = None,
+                  unique_id: str | None = None, **sockets: Any) -> dict[str, Any]:
+        from . import catalogue
+        from .errors import FalNodeError
+        from .spec import InputProblem
+
+        connected = {name: t for name, t in sockets.items() if t is not None}
+        try:
+            values = catalogue.parse_arguments(self.DISPLAY, arguments)
+            if catalogue.entry(endpoint) is None:   # says so, naming the closest id
+                catalogue.check_arguments(self.DISPLAY, endpoint, values)
+            described = catalogue.endpoint_for(endpoint)
+            where = f"{self.DISPLAY} on {endpoint}"
+            for slot in described.slots:
+                fed = any(name in connected for name in slot.sockets)
+                if slot.required and not fed and slot.field not in values:
+                    what = "a MASK" if slot.kind.startswith("mask") else "an IMAGE"
+                    raise InputProblem(f"{where}: `{slot.field}` is required by fal but nothing "
+                                       f"is connected to `{slot.sockets[0]}`; connect {what} to it")
+            filled = tuple(s.field for s in described.slots
+                           if any(name in connected for name in s.sockets))
+            catalogue.check_arguments(self.DISPLAY, endpoint, values, filled)
+        except InputProblem as exc:
+            raise FalNodeError(f"{str(exc).rstrip('.')}.") from None
+        outcome = await run_endpoint(described, values, connected, settings or DEFAULT_SETTINGS,
+                                     node_id=unique_id)
+        result_json = json.dumps(outcome.results or [], indent=1, ensure_ascii=False)
+        return {"ui": run_panel(outcome),
+                "result": (outcome.images, outcome.masks, "\n".join(outcome.urls), result_json)}
 
 
 class FalKey:
@@ -217,6 +301,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "FalKey": FalKey,
     "FalSettings": FalSettingsNode,
     "FalSpend": FalSpend,
+    "FalImageEndpoint": FalImageEndpoint,
     **ENDPOINT_NODES,
 }
 
@@ -224,5 +309,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "FalKey": "fal Key",
     "FalSettings": "fal Settings",
     "FalSpend": "fal Spend",
+    "FalImageEndpoint": FalImageEndpoint.DISPLAY,
     **{e.node_name: e.display_name for e in ENDPOINTS},
 }

@@ -58,6 +58,8 @@ class RunOutcome:
     items: int = 0                   # fal requests this run needed (cached ones included)
     cached_items: int = 0
     megapixels: float = 0.0          # input megapixels per request, on average
+    masks: torch.Tensor | None = None      # catalogue endpoints: 1 - alpha per image
+    results: list[dict] | None = None      # catalogue endpoints: answers without images
 
 
 class Run:
@@ -109,6 +111,7 @@ class Run:
         # Off the loop: stacking a batch of 4 MP frames copies hundreds of MB.
         answer = await imaging.pixel_work(assemble, self.items, self.settings, self.fail)
         outcome = self._outcome(answer.images, answer.urls, answer.notes)
+        outcome.masks, outcome.results = answer.masks, answer.results
         self.report(force=True, final=outcome.status)
         return outcome
 
@@ -116,8 +119,10 @@ class Run:
         """Name each item's request; take remembered answers; return the items fal must do."""
         pending = []
         for item in self.items:
-            item.key = request_key(self.endpoint.endpoint_id, item.payload,
-                                   [img.digest for img in item.images], self.server)
+            digests = [img.digest for img in item.images]
+            if self.endpoint.takes_arguments:   # several image fields: which image went where
+                digests = [f"{name}:{d}" for (name, _), d in zip(item.targets or [], digests)]
+            item.key = request_key(self.endpoint.endpoint_id, item.payload, digests, self.server)
             remembered = await asyncio.to_thread(caches.result, item.key) \
                 if self.settings.cache == "use" else None
             if remembered is not None:
@@ -271,13 +276,14 @@ class Run:
         for attempt in (1, 2):
             item.state = "uploading"
             found = await self.uploads.urls_for(item.images)
-            payload = with_image_urls(self.endpoint, item.payload, [url for url, _ in found])
+            payload = with_image_urls(self.endpoint, item.payload, [url for url, _ in found],
+                                      item.targets)
             try:
                 return await self.queue.run(item, payload)
             except fal_client.FalClientHTTPError as exc:
                 reused = [img for img, (_, remembered) in zip(item.images, found) if remembered]
                 if attempt == 2 or exc.status_code != 422 or not reused or \
-                        self.endpoint.image_field not in str(exc.message):
+                        not any(s.field in str(exc.message) for s in self.endpoint.slots):
                     raise
                 log.info("%s: fal could not read a remembered upload URL; uploading again",
                          self.name)

@@ -181,6 +181,24 @@ class ImageLimits:
 
 
 @dataclass(frozen=True)
+class ImageSlot:
+    """One fal input field that carries images, and the node sockets that feed it.
+
+    kind: "url" (one image; each frame of the first such slot is its own request),
+    "urls" (every frame of every socket, in order, in one request), "mask" or "masks".
+    """
+
+    field: str
+    kind: str
+    sockets: tuple[str, ...]
+    required: bool = False
+
+    @property
+    def is_list(self) -> bool:
+        return self.kind in ("urls", "masks")
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """Everything the pack knows about one fal endpoint."""
 
@@ -195,6 +213,19 @@ class Endpoint:
     nsfw_field: str | None = None       # e.g. "has_nsfw_concepts"
     supports_sync_mode: bool = True
     limits: ImageLimits = field(default_factory=ImageLimits)
+    # Endpoints described by the catalogue (fal Image Endpoint): the payload is the user's
+    # checked `arguments` as they are, images go where `image_slots` say, and results keep
+    # their alpha (for the mask output) and their other JSON fields.
+    image_slots: tuple[ImageSlot, ...] = ()
+    takes_arguments: bool = False
+
+    @property
+    def slots(self) -> tuple[ImageSlot, ...]:
+        if self.image_slots:
+            return self.image_slots
+        sockets = tuple(f"image_{i + 1}" for i in range(self.multi_image_sockets)) or ("image",)
+        return (ImageSlot(self.image_field, "urls" if self.multi_image_sockets else "url",
+                          sockets, True),)
 
     @property
     def description(self) -> str:

@@ -77,7 +77,7 @@ def test_json_that_is_not_an_object():
 def test_unknown_field_names_the_closest_known_one():
     message = problem(SHARPEN, '{"sharpen_alpah": 1.5}')
     assert message == (f"{WHERE} on {SHARPEN}: `sharpen_alpah` is not a field of this endpoint; "
-                       "did you mean `sharpen_alpha`?")
+                       "change it to `sharpen_alpha`, the closest field name")
 
 
 def test_unknown_field_without_a_close_one_lists_the_fields():
@@ -102,23 +102,23 @@ def test_out_of_range():
 
 def test_not_in_enum():
     message = problem(SHARPEN, '{"sharpen_mode": "extreme"}')
-    assert '`sharpen_mode` is "extreme", which fal does not accept; use one of "basic", "smart", "cas"' \
+    assert '`sharpen_mode` is "extreme", which fal does not accept; pick one of "basic", "smart", "cas"' \
         in message
 
 
 def test_missing_required_field():
     message = problem(KONTEXT_MULTI, '{"num_images": 2}', ("image_urls",))
     assert message == (f"{WHERE} on {KONTEXT_MULTI}: `prompt` is required by fal but not set; "
-                       'add "prompt": "..." to `arguments`')
+                       'add "prompt": "text" to `arguments`')
 
 
-def test_missing_required_image_says_what_to_connect():
-    assert "`image_url` is required by fal but not set; connect an image to `image`" in \
-        problem(SHARPEN, "{}", filled=())
+def test_missing_required_image_without_a_socket_asks_for_a_url():
+    assert '`image_url` is required by fal but not set; set "image_url" to an image URL in ' \
+        "`arguments`" in problem(SHARPEN, "{}", filled=())
 
 
 def test_unknown_endpoint():
-    with pytest.raises(InputProblem, match="did you mean 'fal-ai/post-processing/sharpen'"):
+    with pytest.raises(InputProblem, match="pick 'fal-ai/post-processing/sharpen', the closest"):
         catalogue.check_arguments(WHERE, "fal-ai/post-processing/sharpn", {})
 
 

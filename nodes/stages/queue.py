@@ -110,12 +110,19 @@ class FalQueue:
             await asyncio.gather(*(cancel(i) for i in live))
 
     async def _submit(self, item: WorkItem, payload: dict[str, Any]) -> None:
+        import fal_client
+
         item.state = "submitting"
         # Shielded: if the user interrupts mid-submit we still learn the request id,
         # so the job can be cancelled rather than run (and billed) unseen.
         submit = asyncio.ensure_future(self.client.submit(self.endpoint_id, payload))
         try:
             item.handle = await asyncio.shield(submit)
+        except fal_client.FalClientHTTPError as exc:
+            said = str(exc.message).lower()
+            if exc.status_code == 404 and "application" in said and "not found" in said:
+                raise ItemFailed(retired_sentence(self.endpoint_id)) from None
+            raise
         except asyncio.CancelledError:
             try:
                 item.handle = await asyncio.wait_for(submit, CANCEL_GRACE_S)
@@ -288,6 +295,18 @@ async def fetch_result(handle: Any) -> Any:
                              timeout=getattr(fc, "QUEUE_POLL_TIMEOUT", 60.0))
     raise_for_status(response)
     return response.json()
+
+
+def retired_sentence(endpoint_id: str) -> str:
+    """fal answers 404 application-not-found for an endpoint it no longer serves: say so,
+    and name catalogue endpoints that do the same job."""
+    from .. import catalogue
+
+    others = catalogue.alternatives(endpoint_id)
+    instead = (f"; pick one that does the same job in a fal Image Endpoint node: "
+               f"{', '.join(others)}" if others else
+               "; pick a current endpoint in a fal Image Endpoint node")
+    return f"fal retired `{endpoint_id}` (it answers: application not found){instead}"
 
 
 async def again_on_5xx(call, attempts: int = RESULT_ATTEMPTS) -> Any:

@@ -81,9 +81,14 @@ class ResultFiles:
                              "again") from None
         flags = result.get(self.endpoint.nsfw_field) if self.endpoint.nsfw_field else None
         item.blobs = list(blobs)
+        alphas = extra = None
+        if self.endpoint.takes_arguments:
+            alphas = list(await asyncio.gather(*(asyncio.to_thread(imaging.decode_alpha, b)
+                                                 for b in blobs)))
+            extra = without_image_payloads(result, self.endpoint.output_field)
         return ItemResult(list(frames), urls, read_flags(flags, len(frames), self.endpoint),
                           _first_seed(result.get("seed"), item.payload.get("seed")),
-                          item.request_id)
+                          item.request_id, alphas, extra)
 
     def _decode(self, blob: bytes, url: str) -> np.ndarray:
         """Decode one result file (in a worker thread) and remember its URL by its pixels,
@@ -184,13 +189,30 @@ def _first_seed(*candidates: Any) -> int | None:
     return None
 
 
+def without_image_payloads(result: dict[str, Any], output_field: str) -> dict[str, Any]:
+    """fal's answer minus its images (they are the node's images and urls outputs), with any
+    inline file (a data URI) cut to its type: what is left is text, numbers, boxes..."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("data:"):
+            return value[:value.find(",") + 1] + "…"
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+    return {k: clean(v) for k, v in result.items() if k != output_field}
+
+
 class Assembled:
     """What the node outputs, before status and costs are added."""
 
-    def __init__(self, images: torch.Tensor, urls: list[str], notes: list[str]) -> None:
+    def __init__(self, images: torch.Tensor, urls: list[str], notes: list[str],
+                 masks: torch.Tensor | None = None, results: list[dict] | None = None) -> None:
         self.images = images
         self.urls = urls
         self.notes = notes
+        self.masks = masks          # 1 - alpha per image, as ComfyUI's Load Image makes it
+        self.results = results      # each item's answer without image payloads
 
 
 def assemble(items: list[WorkItem], settings: FalSettings,
@@ -217,18 +239,21 @@ def assemble(items: list[WorkItem], settings: FalSettings,
         raise fail(f"{which} failed — {cause}{tail}")
 
     frames: list[np.ndarray] = []
+    alphas: list[np.ndarray | None] = []
     urls: list[str] = []
     flagged_at: list[str] = []
     for item in items:
         assert item.result is not None
-        for n, (frame, url, flag) in enumerate(zip(item.result.frames, item.result.urls,
-                                                  item.result.flagged)):
+        item_alphas = item.result.alphas or [None] * len(item.result.frames)
+        for n, (frame, url, flag, alpha) in enumerate(zip(item.result.frames, item.result.urls,
+                                                         item.result.flagged, item_alphas)):
             if flag:
                 flagged_at.append(f"item {item.index + 1}" +
                                   (f" image {n + 1}" if len(item.result.frames) > 1 else ""))
                 if settings.nsfw_policy == "drop flagged":
                     continue
             frames.append(frame)
+            alphas.append(alpha)
             urls.append(url)
     if flagged_at:
         listed = ", ".join(flagged_at)
@@ -249,7 +274,24 @@ def assemble(items: list[WorkItem], settings: FalSettings,
         frames = [imaging.fit_like_batch_images(f, width, height) for f in frames]
         notes.append(f"{resized} result(s) of another size were cropped and resized to "
                      f"{width}x{height} to form one batch")
-    return Assembled(stack(frames), urls, notes)
+    if not any(i.result.extra is not None for i in items):
+        return Assembled(stack(frames), urls, notes)
+    return Assembled(stack(frames), urls, notes, stack_masks(alphas, width, height),
+                     [i.result.extra or {} for i in items])
+
+
+def stack_masks(alphas: list[np.ndarray | None], width: int, height: int) -> torch.Tensor:
+    """[B,H,W] float masks: 1 - alpha, as ComfyUI's Load Image makes them; an opaque
+    result gives an empty (all-zero) mask. Resized like the images they belong to."""
+    out = torch.zeros((len(alphas), height, width), dtype=torch.float32)
+    for i, alpha in enumerate(alphas):
+        if alpha is None:
+            continue
+        if alpha.shape != (height, width):
+            alpha = imaging.fit_like_batch_images(np.repeat(alpha[..., None], 3, axis=2),
+                                                  width, height)[..., 0]
+        out[i] = 1.0 - torch.from_numpy(alpha.astype(np.float32)) / 255.0
+    return out
 
 
 def stack(frames: list[np.ndarray]) -> torch.Tensor:

@@ -1,0 +1,189 @@
+"""fal Image Endpoint: any catalogue endpoint, end to end through the node and the shared
+runtime, against the emulator with the real fal-client."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from catalogue_helpers import endpoints_by_shape, sample_value
+from conftest import pack, run_node, sample_image
+from reliability_helpers import sentence_problems
+
+from comfyui_fal_edit.nodes import catalogue
+from comfyui_fal_edit.nodes.errors import FalNodeError
+from comfyui_fal_edit.nodes.settings import FalSettings
+
+NODE = "FalImageEndpoint"
+BIREFNET = "fal-ai/birefnet"
+SEEDREAM = "fal-ai/bytedance/seedream/v4.5/edit"
+FILL = "fal-ai/flux-pro/v1/fill"
+SEEDEDIT = "fal-ai/bytedance/seededit/v3/edit-image"
+
+
+def run(endpoint: str, arguments: dict | str | None = None, **sockets):
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+    return run_node(NODE, endpoint=endpoint, arguments=text, **sockets)
+
+
+def required_arguments(endpoint_id: str) -> dict:
+    """The endpoint's required non-image fields, with values fal accepts."""
+    return {name: sample_value(f) for name, f in catalogue.entry(endpoint_id)["input"].items()
+            if f.get("required") and not f.get("image")}
+
+
+def mask_of(width: int, height: int, batch: int = 1) -> torch.Tensor:
+    mask = torch.zeros((batch, height, width))
+    mask[:, :, : width // 2] = 1.0
+    return mask
+
+
+def sockets_for(endpoint_id: str, image: torch.Tensor) -> dict:
+    described = catalogue.endpoint_for(endpoint_id)
+    out = {}
+    for slot in described.slots:
+        if slot.required or slot.sockets[0] in ("image", "mask"):
+            name = slot.sockets[0]
+            out[name] = mask_of(image.shape[2], image.shape[1]) if name == "mask" else image
+    return out
+
+
+def sample(shape: str, n: int = 4) -> list[str]:
+    """Every k-th live endpoint of a shape: a spread over owners and kinds of job."""
+    ids = endpoints_by_shape()[shape]
+    step = max(1, len(ids) // n)
+    return ids[::step][:n]
+
+
+@pytest.mark.parametrize("endpoint_id", sample("single") + sample("list") + sample("mask"))
+def test_a_sample_of_catalogue_endpoints_runs_end_to_end(fal, endpoint_id):
+    args = required_arguments(endpoint_id)
+    images, mask, urls, result_json = run(endpoint_id, args,
+                                          **sockets_for(endpoint_id, sample_image(48, 40)))
+    assert images.ndim == 4 and images.shape[-1] == 3 and images.shape[0] >= 1
+    assert mask.shape == images.shape[:3]
+    assert len(urls.splitlines()) == images.shape[0]
+    (submit,) = fal.state.entries("submit", endpoint_id)
+    image_fields = set(catalogue.image_fields(catalogue.entry(endpoint_id)))
+    # Only what the user set (plus the connected images) is sent: fal's defaults apply.
+    assert set(submit["payload"]) - image_fields == set(args)
+    assert isinstance(json.loads(result_json), list)
+
+
+def test_single_image_field_is_one_request_per_frame_in_order(fal):
+    batch = sample_image(40, 32, batch=3, seed=3)
+    images, mask, urls, _ = run(BIREFNET, {}, image=batch)
+    submits = fal.state.entries("submit", BIREFNET)
+    assert len(submits) == 3 and set(submits[0]["payload"]) == {"image_url"}
+    assert images.shape == (3, 32, 40, 3)
+    # Cut-outs: the mask is 1 - alpha (outside the subject 1, inside 0), as Load Image does.
+    assert float(mask[0, 0, 0]) == 1.0 and float(mask[0, 16, 20]) == 0.0
+    singles = [run(BIREFNET, {}, image=batch[i:i + 1], settings=FalSettings(cache="off"))[0]
+               for i in range(3)]
+    assert all(torch.equal(singles[i][0], images[i]) for i in range(3))
+
+
+def test_list_field_takes_every_frame_of_every_socket_in_one_request(fal):
+    first, second = sample_image(32, 32, batch=2, seed=1), sample_image(32, 32, seed=2)
+    images, mask, _, result_json = run(SEEDREAM, {"prompt": "mix them"}, image=first,
+                                       image_2=second)
+    (submit,) = fal.state.entries("submit", SEEDREAM)
+    assert len(submit["payload"]["image_urls"]) == 3
+    assert set(submit["payload"]) == {"prompt", "image_urls"}
+    assert float(mask.abs().sum()) == 0.0, "an opaque result gives an empty mask"
+    assert json.loads(result_json) == [{}]       # Seedream answers nothing but images
+
+
+def test_mask_goes_to_the_mask_field(fal):
+    picture = sample_image(40, 40)
+    images, _, _, result_json = run(FILL, {"prompt": "a hat", "output_format": "png"},
+                                    image=picture, mask=mask_of(40, 40))
+    (answer,) = json.loads(result_json)
+    assert answer["prompt"] == "a hat" and "seed" in answer and "images" not in answer
+    (submit,) = fal.state.entries("submit", FILL)
+    assert {"image_url", "mask_url"} <= set(submit["payload"])
+    before = (picture[0] * 255).round()
+    after = (images[0] * 255).round()
+    assert float((after[:, 20:] - before[:, 20:]).abs().max()) <= 1, "outside the mask: unchanged"
+    assert float((after[:, :20] - before[:, :20]).abs().mean()) > 1
+
+
+def test_inline_results_follow_the_settings_unless_arguments_say(fal):
+    run(BIREFNET, {}, image=sample_image(24, 24), settings=FalSettings(inline_results=True))
+    assert fal.state.entries("submit", BIREFNET)[0]["payload"]["sync_mode"] is True
+    fal.reset()
+    run(BIREFNET, {"sync_mode": False}, image=sample_image(24, 24),
+        settings=FalSettings(inline_results=True, cache="off"))
+    assert fal.state.entries("submit", BIREFNET)[0]["payload"]["sync_mode"] is False
+
+
+# -- fal -> fal: results go back by URL, nothing uploaded -------------------------------
+
+def test_chains_of_every_shape_upload_nothing(fal):
+    picture = run(BIREFNET, {}, image=sample_image(32, 32))[0]            # a fal result
+    grey = run_node("FalSharpen", image=mask_of(32, 32).unsqueeze(-1).expand(-1, -1, -1, 3)
+                    .contiguous())[0]                                      # a fal result, grey
+    before = fal.state.count("upload")
+    run(BIREFNET, {"model": "Portrait"}, image=picture)                   # single
+    run(SEEDREAM, {"prompt": "again"}, image=picture, image_2=picture)     # list
+    run(FILL, {"prompt": "a hat"}, image=picture, mask=grey[..., 0])       # mask (ImageToMask)
+    assert fal.state.count("upload") == before, "a fal result was uploaded again"
+    assert all(fal.state.count("submit", e) for e in (SEEDREAM, FILL))
+
+
+# -- every check before money is spent: one sentence each, nothing uploaded -------------
+
+@pytest.mark.parametrize("endpoint,arguments,sockets,expected", [
+    (BIREFNET, '{"model": "Portrait",}', {"image"},
+     "fal Image Endpoint: `arguments` is not JSON"),
+    (BIREFNET, '{"modle": "Portrait"}', {"image"},
+     "fal Image Endpoint on fal-ai/birefnet: `modle` is not a field of this endpoint; change it "
+     "to `model`, the closest field name."),
+    (BIREFNET, '{"refine_foreground": "yes"}', {"image"},
+     "`refine_foreground` is \"yes\" but fal needs true or false"),
+    (FILL, '{"prompt": "x", "num_images": 9}', {"image", "mask"},
+     "`num_images` is 9, outside fal's range (from 1 to 4)"),
+    (BIREFNET, '{"model": "Huge"}', {"image"}, '`model` is "Huge", which fal does not accept'),
+    (SEEDREAM, "{}", {"image"}, '`prompt` is required by fal but not set; add "prompt"'),
+    (FILL, '{"prompt": "x"}', {"image"},
+     "`mask_url` is required by fal but nothing is connected to `mask`; connect a MASK to it"),
+    (BIREFNET, "{}", set(), "`image_url` is required by fal but nothing is connected to `image`"),
+    (BIREFNET, "{}", {"image", "image_3"}, "`image_3` is connected but the endpoint has no image "
+                                           "field for it (its image fields: `image_url`); "
+                                           "disconnect it"),
+    ("fal-ai/birefnet/v9", "{}", {"image"}, "is not in the catalogue; pick 'fal-ai/birefnet"),
+])
+def test_bad_requests_fail_in_one_sentence_before_any_upload(fal, endpoint, arguments, sockets,
+                                                             expected):
+    inputs = {name: (mask_of(24, 24) if name == "mask" else sample_image(24, 24))
+              for name in sockets}
+    with pytest.raises(FalNodeError) as caught:
+        run(endpoint, arguments, **inputs)
+    message = str(caught.value)
+    assert expected in message
+    prefix = message.split(":", 1)[0]
+    assert prefix.startswith("fal Image Endpoint")
+    assert sentence_problems(message, prefix) == []
+    assert fal.state.count("upload") == 0 and fal.state.count("submit") == 0
+
+
+def test_retired_endpoint_names_the_endpoints_doing_its_job(fal):
+    fal.state.retired_endpoints = {SEEDEDIT}
+    for name, inputs in ((NODE, dict(endpoint=SEEDEDIT, arguments='{"prompt": "a hat"}')),
+                         ("FalSeedEditV3", {})):
+        with pytest.raises(FalNodeError) as caught:
+            run_node(name, image=sample_image(24, 24), **inputs)
+        message = str(caught.value)
+        assert sentence_problems(message, message.split(":", 1)[0]) == []
+        assert f"fal retired `{SEEDEDIT}`" in message
+        assert "fal-ai/bytedance/seedream/v4.5/edit" in message
+
+
+def test_node_definition_lists_every_catalogue_endpoint():
+    inputs = pack.NODE_CLASS_MAPPINGS[NODE].INPUT_TYPES()
+    assert inputs["required"]["endpoint"][0] == catalogue.ids()
+    assert set(inputs["optional"]) == {"image", "image_2", "image_3", "image_4", "mask", "settings"}
+    assert pack.NODE_CLASS_MAPPINGS[NODE].RETURN_NAMES == ("images", "mask", "urls", "result_json")
