@@ -187,3 +187,15 @@ def test_node_definition_lists_every_catalogue_endpoint():
     assert inputs["required"]["endpoint"][0] == catalogue.ids()
     assert set(inputs["optional"]) == {"image", "image_2", "image_3", "image_4", "mask", "settings"}
     assert pack.NODE_CLASS_MAPPINGS[NODE].RETURN_NAMES == ("images", "mask", "urls", "result_json")
+
+
+def test_a_rerun_after_a_restart_comes_from_the_cache_with_mask_and_json(fal):
+    from comfyui_fal_edit.nodes.caches import caches
+    picture = sample_image(32, 24)
+    first = run(BIREFNET, {"output_format": "webp"}, image=picture)
+    caches.forget_memory()     # what a ComfyUI restart does
+    again = run(BIREFNET, {"output_format": "webp"}, image=picture)
+    assert fal.state.count("submit", BIREFNET) == 1
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert float(again[1].max()) == 1.0, "the cut-out's transparency survived the restart"
+    assert first[3] == again[3]
