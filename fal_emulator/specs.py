@@ -378,4 +378,7 @@ PRICES: dict[str, tuple[float, str]] = {
     "fal-ai/luma-photon/modify": (0.02, "megapixel"),
     "fal-ai/bytedance/seededit/v3/edit-image": (0.04, "image"),
     "fal-ai/flux-pro/kontext/max/multi": (0.09, "image"),
+    # Two catalogue endpoints, for fal Image Endpoint's estimate and spend guard.
+    "fal-ai/birefnet": (0.003, "image"),
+    "fal-ai/bytedance/seedream/v4.5/edit": (0.04, "image"),
 }

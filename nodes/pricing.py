@@ -166,6 +166,7 @@ class PriceBook:
         self._fetched_at = 0.0
         self._lock = threading.Lock()
         self._loaded_disk = False
+        self._asked: set[str] = set()      # catalogue endpoints whose price was asked for
 
     def path(self) -> Path | None:
         from .caches import cache_directory
@@ -205,15 +206,18 @@ class PriceBook:
         return None
 
     def table(self) -> dict[str, dict[str, Any]]:
-        """Every known price, for the front end's badges."""
+        """Every known price, for the front end's badges (the ten nodes' endpoints and any
+        catalogue endpoint fal's price list answered for)."""
         from .endpoints import ENDPOINTS
+        self._load_disk()
+        with self._lock:
+            fetched = list(self._prices)
         out = {}
-        for endpoint in ENDPOINTS:
-            price = self.price(endpoint.endpoint_id)
+        for endpoint_id in dict.fromkeys([e.endpoint_id for e in ENDPOINTS] + fetched):
+            price = self.price(endpoint_id)
             if price is not None:
-                out[endpoint.endpoint_id] = {
-                    **asdict(price),
-                    "rules": [r.as_json() for r in price_rules(endpoint.endpoint_id)]}
+                out[endpoint_id] = {**asdict(price),
+                                    "rules": [r.as_json() for r in price_rules(endpoint_id)]}
         return out
 
     async def refresh(self, key: str, destination: Any = None,
@@ -262,9 +266,37 @@ class PriceBook:
             pass
         return True
 
+    async def fetch_one(self, key: str, base_url: str, endpoint_id: str,
+                        timeout: float = FETCH_TIMEOUT_S) -> Price | None:
+        """The price of one catalogue endpoint (fal Image Endpoint), asked once per session
+        and kept in memory beside the table; None when fal's price list has none."""
+        from .fal_transport import http_client
+        with self._lock:
+            if endpoint_id in self._asked:
+                return self._prices.get(endpoint_id)
+            self._asked.add(endpoint_id)
+        try:
+            async with http_client(timeout=timeout) as http:
+                response = await http.get((base_url or FAL_API) + "v1/models/pricing",
+                                          params=[("endpoint_id", endpoint_id)],
+                                          headers={"Authorization": f"Key {key}"})
+                response.raise_for_status()
+                rows = response.json().get("prices", [])
+        except Exception as exc:
+            log.info("no fal price for %s (%s)", endpoint_id, type(exc).__name__)
+            return None
+        for row in rows:
+            if row.get("endpoint_id") == endpoint_id:
+                price = Price(float(row["unit_price"]), str(row["unit"]), "fal")
+                with self._lock:
+                    self._prices[endpoint_id] = price
+                return price
+        return None
+
     def clear(self) -> None:
         with self._lock:
             self._prices.clear()
+            self._asked.clear()
             self._fetched_at = 0.0
             self._loaded_disk = False
 

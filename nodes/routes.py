@@ -18,6 +18,9 @@ logs a key.
                                       "spent_today"}
     POST   /fal/server-settings   {some of those fields} -> the same object, or
                                   400 {"error": one sentence} (nothing saved)
+    GET    /fal/catalogue/{id}    -> one catalogue endpoint: {"id", "title", "input", "output",
+                                      "multi", "sockets", "retired"?, "alternatives"}
+    GET    /fal/prices?endpoint_id=ID also asks fal for that catalogue endpoint's price
 
 Prices: when the fetched ones are missing or a day old, GET /fal/prices starts
 one background refresh (a task on the server's loop, never awaited by the
@@ -307,9 +310,42 @@ def _prices_answer() -> dict[str, Any]:
         "refreshing": price_refresh.running(),
         # What the front end needs to put a price on a node: its endpoint, and whether all
         # of its images go in one request (Kontext multi) or one request per image.
-        "nodes": {e.node_name: {"endpoint_id": e.endpoint_id, "title": e.display_name,
-                                "multi": bool(e.multi_image_sockets)} for e in ENDPOINTS},
+        "nodes": {**{e.node_name: {"endpoint_id": e.endpoint_id, "title": e.display_name,
+                                   "multi": bool(e.multi_image_sockets)} for e in ENDPOINTS},
+                  # fal Image Endpoint: the endpoint is its `endpoint` widget's value.
+                  "FalImageEndpoint": {"endpoint_widget": "endpoint", "title": "fal Image Endpoint",
+                                       "multi": False}},
     }
+
+
+def _catalogue_answer(endpoint_id: str) -> dict[str, Any] | None:
+    from . import catalogue
+    entry = catalogue.entry(endpoint_id)
+    if entry is None:
+        return None
+    slots = catalogue.endpoint_for(endpoint_id).slots
+    return {"id": endpoint_id, **entry, "generated": catalogue.load()["catalogue"]["generated"],
+            # One request for all images (a list field and no single-image field)?
+            "multi": not any(s.kind == "url" for s in slots),
+            "sockets": {s.field: list(s.sockets) for s in slots},
+            "alternatives": catalogue.alternatives(endpoint_id) if entry.get("retired") else []}
+
+
+_price_lookups: set[asyncio.Task] = set()
+
+
+def schedule_price_lookup(endpoint_id: str) -> None:
+    """Ask fal for one catalogue endpoint's price in the background (once per session)."""
+    from . import catalogue, pricing
+    if catalogue.entry(endpoint_id) is None or pricing.prices.price(endpoint_id) is not None:
+        return
+    key = price_key()
+    if key is None:
+        return
+    task = asyncio.get_running_loop().create_task(
+        pricing.prices.fetch_one(key, price_base_url(), endpoint_id))
+    _price_lookups.add(task)
+    task.add_done_callback(_price_lookups.discard)
 
 
 def _spend_answer() -> dict[str, Any]:
@@ -411,7 +447,18 @@ def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
     @routes.get("/fal/prices")
     @same_origin_only
     async def fal_prices(request: web.Request) -> web.Response:
+        for endpoint_id in request.query.getall("endpoint_id", [])[:8]:
+            schedule_price_lookup(endpoint_id)   # fal Image Endpoint's chosen endpoint
         return web.json_response(_prices_answer(), headers={"Cache-Control": "no-store"})
+
+    @routes.get("/fal/catalogue/{endpoint_id:.+}")
+    @same_origin_only
+    async def fal_catalogue(request: web.Request) -> web.Response:
+        """One catalogue endpoint's schema, for fal Image Endpoint's form (a local file)."""
+        answer = _catalogue_answer(request.match_info["endpoint_id"])
+        if answer is None:
+            return _error(404, f"'{request.match_info['endpoint_id']}' is not in the catalogue")
+        return web.json_response(answer)
 
     @routes.get("/fal/spend")
     @same_origin_only

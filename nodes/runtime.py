@@ -98,6 +98,12 @@ class Run:
         self.server = self.destination.name
 
         pending = await self._answer_from_cache()
+        if pending and self.endpoint.takes_arguments and \
+                prices.price(self.endpoint.endpoint_id) is None:
+            # A catalogue endpoint's price is asked for on first use: the estimate, the
+            # spend guard and the ledger then cover it like the ten nodes' endpoints.
+            await prices.fetch_one(self.key, self.settings.resolved_base_url(),
+                                   self.endpoint.endpoint_id)
         self.cost = self._estimate(pending)
         # Off the loop: the owner's ceilings and today's spend are files.
         self.hold = await asyncio.to_thread(ledger.hold_if, self.prompt_id, self.cost.total,

@@ -199,3 +199,16 @@ def test_a_rerun_after_a_restart_comes_from_the_cache_with_mask_and_json(fal):
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert float(again[1].max()) == 1.0, "the cut-out's transparency survived the restart"
     assert first[3] == again[3]
+
+
+def test_price_of_a_catalogue_endpoint_is_fetched_and_the_spend_guard_applies(fal):
+    def asked():
+        return [e for e in fal.state.entries("pricing") if SEEDREAM in e.get("endpoints", ())]
+    images, *_ = run(SEEDREAM, {"prompt": "x", "num_images": 2}, image=sample_image(24, 24))
+    assert len(asked()) == 1
+    with pytest.raises(FalNodeError) as caught:
+        run(SEEDREAM, {"prompt": "y", "num_images": 2}, image=sample_image(24, 24),
+            settings=FalSettings(max_usd_per_prompt=0.05))
+    assert "spend guard" in str(caught.value) and "$0.080" in str(caught.value)
+    assert len(asked()) == 1, "the price is asked for once"
+    assert fal.state.count("submit", SEEDREAM) == 1

@@ -1,0 +1,47 @@
+"""GET /fal/catalogue/{id} (fal Image Endpoint's form) and a catalogue endpoint's price."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import pytest_asyncio
+
+from comfyui_fal_edit.nodes import pricing, routes
+
+from test_price_routes import TestClient, TestServer, clean, emulator, get, seen  # noqa: F401
+
+SEEDREAM = "fal-ai/bytedance/seedream/v4.5/edit"
+
+
+@pytest_asyncio.fixture
+async def client(clean):  # noqa: F811
+    async with TestClient(TestServer(routes.make_app())) as c:
+        yield c
+
+
+@pytest.mark.asyncio
+async def test_catalogue_route_gives_one_endpoints_schema(client, seen):  # noqa: F811
+    status, body = await get(client, seen, f"/fal/catalogue/{SEEDREAM}")
+    assert status == 200 and body["id"] == SEEDREAM
+    assert body["input"]["image_urls"]["image"] == "urls" and body["multi"] is True
+    assert body["sockets"]["image_urls"] == ["image", "image_2", "image_3", "image_4"]
+    status, body = await get(client, seen, "/fal/catalogue/fal-ai/bytedance/seededit/v3/edit-image")
+    assert body["retired"] and body["alternatives"]
+    status, body = await get(client, seen, "/fal/catalogue/fal-ai/nope")
+    assert status == 404 and "not in the catalogue" in body["error"]
+
+
+@pytest.mark.asyncio
+async def test_asking_for_a_catalogue_endpoints_price_fetches_it_once(client, seen, emulator,  # noqa: F811
+                                                                      monkeypatch):
+    monkeypatch.setenv("FAL_KEY", "test-key-1234")
+    monkeypatch.setenv("COMFYUI_FAL_BASE_URL", emulator.base_url)
+    status, body = await get(client, seen, f"/fal/prices?endpoint_id={SEEDREAM}")
+    assert body["nodes"]["FalImageEndpoint"]["endpoint_widget"] == "endpoint"
+    await asyncio.gather(*routes._price_lookups)
+    status, body = await get(client, seen, f"/fal/prices?endpoint_id={SEEDREAM}")
+    assert body["prices"][SEEDREAM] == {"unit_price": 0.04, "unit": "image", "source": "fal"}
+    asked = [e for e in emulator.state.entries("pricing") if SEEDREAM in e.get("endpoints", ())]
+    assert len(asked) == 1
+    assert pricing.prices.price(SEEDREAM).unit_price == 0.04
