@@ -332,20 +332,22 @@ def _catalogue_answer(endpoint_id: str) -> dict[str, Any] | None:
 
 
 _price_lookups: set[asyncio.Task] = set()
+PRICE_LOOKUP_WAIT_S = 3.0
 
 
-def schedule_price_lookup(endpoint_id: str) -> None:
+def schedule_price_lookup(endpoint_id: str) -> asyncio.Task | None:
     """Ask fal for one catalogue endpoint's price in the background (once per session)."""
     from . import catalogue, pricing
     if catalogue.entry(endpoint_id) is None or pricing.prices.price(endpoint_id) is not None:
-        return
+        return None
     key = price_key()
     if key is None:
-        return
+        return None
     task = asyncio.get_running_loop().create_task(
         pricing.prices.fetch_one(key, price_base_url(), endpoint_id))
     _price_lookups.add(task)
     task.add_done_callback(_price_lookups.discard)
+    return task
 
 
 def _spend_answer() -> dict[str, Any]:
@@ -447,8 +449,12 @@ def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
     @routes.get("/fal/prices")
     @same_origin_only
     async def fal_prices(request: web.Request) -> web.Response:
-        for endpoint_id in request.query.getall("endpoint_id", [])[:8]:
-            schedule_price_lookup(endpoint_id)   # fal Image Endpoint's chosen endpoint
+        # fal Image Endpoint's chosen endpoint: its price is asked for (once per session),
+        # and this answer waits a little for it.
+        lookups = [t for t in map(schedule_price_lookup, request.query.getall("endpoint_id", [])[:8])
+                   if t is not None]
+        if lookups:
+            await asyncio.wait(lookups, timeout=PRICE_LOOKUP_WAIT_S)
         return web.json_response(_prices_answer(), headers={"Cache-Control": "no-store"})
 
     @routes.get("/fal/catalogue/{endpoint_id:.+}")

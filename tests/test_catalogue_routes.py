@@ -39,6 +39,7 @@ async def test_asking_for_a_catalogue_endpoints_price_fetches_it_once(client, se
     monkeypatch.setenv("COMFYUI_FAL_BASE_URL", emulator.base_url)
     status, body = await get(client, seen, f"/fal/prices?endpoint_id={SEEDREAM}")
     assert body["nodes"]["FalImageEndpoint"]["endpoint_widget"] == "endpoint"
+    assert body["prices"][SEEDREAM]   # the answer waited for the lookup
     await asyncio.gather(*routes._price_lookups)
     status, body = await get(client, seen, f"/fal/prices?endpoint_id={SEEDREAM}")
     assert body["prices"][SEEDREAM] == {"unit_price": 0.04, "unit": "image", "source": "fal"}

@@ -20,7 +20,7 @@ import { addColor, labelColor, parseColors, removeColor } from "./lib/colors.js"
 import { errorLine, keyChoices, keyLabel, keyTestLine, resultView } from "./lib/format.js";
 import { createFrontend } from "./lib/frontend.js";
 import { makeRoomMoves, resultPanelHeight, RESULT_ROW_PX } from "./lib/layout.js";
-import { estimateRun, formatPriceBadge, lastRunFromOutput, priceSourceLine, spendView } from "./lib/price.js";
+import { estimateRun, formatPriceBadge, lastRunFromOutput, nodePriceInfo, priceSourceLine, spendView } from "./lib/price.js";
 import {
   addServer, changedSettings, NUMBER_FIELDS, parseNumberField, parseServerUrl, removeServer,
   serverSettingsError,
@@ -445,18 +445,18 @@ function widgetValue(node, name) {
 
 /** What the node will ask fal for right now: [price, options] for lib/price.js, or null. */
 function pricingFor(node) {
-  const answer = priceState.answer;
-  const info = answer?.nodes?.[node.type];
-  if (!answer || !info) return null;
-  const row = answer.prices?.[info.endpoint_id];
-  const price = row ? { unitPrice: row.unit_price, unit: row.unit, source: row.source, rules: row.rules } : null;
+  // The ten nodes have a fixed endpoint; fal Image Endpoint's is its `endpoint` widget.
+  const info = nodePriceInfo(priceState.answer, node.type, (name) => widgetValue(node, name));
+  if (!info) return null;
+  const { price } = info;
   const last = node.falLastRun;
   return [price, {
     // Before a run the front end can't know an upstream batch: 1 request per input image.
     images: info.multi ? 1 : (last?.items ?? 1),
     multi: info.multi,
     // The price rules (num_images, Recraft's vector styles, ...) read the widget values.
-    inputs: Object.fromEntries((node.widgets ?? []).map((w) => [w.name, w.value])),
+    // (fal Image Endpoint: the fields of its `arguments` JSON.)
+    inputs: info.inputs ?? Object.fromEntries((node.widgets ?? []).map((w) => [w.name, w.value])),
     megapixels: last?.megapixels ?? null,
   }];
 }
@@ -774,6 +774,8 @@ frontend.registerExtension({
       if (node?.falEndpoint) setTimeout(() => fitNode(node), 0);
     });
     loadPrices();
+    // endpoint_form.js: fal Image Endpoint's endpoint changed and its price was asked for.
+    window.addEventListener("fal:prices-changed", () => loadPrices());
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {

@@ -229,3 +229,29 @@ export function priceSourceLine(answer) {
   return `Prices from the table shipped with the pack${when} (estimates)` +
     (answer.refreshing ? "; asking fal for current ones." : "; fal's price list was not reached or no key is set.");
 }
+
+/**
+ * Which endpoint a node's badge prices, from GET /fal/prices' `nodes` entry for its type:
+ * a fixed endpoint (the ten nodes) or the value of a widget (fal Image Endpoint's
+ * `endpoint`). readWidget(name) gives a widget's value.
+ * -> {endpointId, multi, price} or null when the node is not a fal endpoint node.
+ */
+export function nodePriceInfo(answer, nodeType, readWidget) {
+  const info = answer?.nodes?.[nodeType];
+  if (!info) return null;
+  const endpointId = info.endpoint_widget ? readWidget?.(info.endpoint_widget) : info.endpoint_id;
+  if (!endpointId) return null;
+  const row = answer.prices?.[endpointId];
+  const price = row ? { unitPrice: row.unit_price, unit: row.unit, source: row.source, rules: row.rules } : null;
+  // fal Image Endpoint: the price rules (num_images, ...) read its `arguments` JSON.
+  let inputs;
+  if (info.endpoint_widget) {
+    try {
+      const parsed = JSON.parse(String(readWidget?.("arguments") ?? ""));
+      inputs = parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {};
+    } catch {
+      inputs = {};   // not JSON yet: the node refuses to run anyway
+    }
+  }
+  return { endpointId, multi: Boolean(info.multi), price, inputs };
+}

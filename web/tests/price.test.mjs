@@ -169,3 +169,25 @@ test("price rules are generic: equals, prefix, per_value and per-megapixel price
   // No rules from the server (an older one): num_images still counts.
   assert.equal(formatPriceBadge(falImage, { inputs: { num_images: 2 } }).text, "≈ $0.08 · 2 images × $0.04");
 });
+
+test("a node's endpoint is fixed or read from its widget; an unpriced one says price unknown", async () => {
+  const { nodePriceInfo } = await import("../lib/price.js");
+  const answer = {
+    prices: { "fal-ai/birefnet": { unit_price: 0.003, unit: "image", source: "fal" } },
+    nodes: { FalSharpen: { endpoint_id: "fal-ai/post-processing/sharpen", multi: false },
+      FalImageEndpoint: { endpoint_widget: "endpoint", multi: false } },
+  };
+  const widgets = { endpoint: "fal-ai/birefnet" };
+  const generic = nodePriceInfo(answer, "FalImageEndpoint", (name) => widgets[name]);
+  assert.deepEqual(generic, { endpointId: "fal-ai/birefnet", multi: false,
+    price: { unitPrice: 0.003, unit: "image", source: "fal", rules: undefined }, inputs: {} });
+  widgets.arguments = '{"num_images": 3}';
+  const three = nodePriceInfo(answer, "FalImageEndpoint", (name) => widgets[name]);
+  assert.equal(formatPriceBadge({ ...three.price, rules: [{ field: "num_images", per_value: true }] },
+    { inputs: three.inputs }).text, "≈ $0.009 · 3 images × $0.003");
+  widgets.endpoint = "fal-ai/unpriced";
+  const unknown = nodePriceInfo(answer, "FalImageEndpoint", (name) => widgets[name]);
+  assert.equal(formatPriceBadge(unknown.price).text, "price unknown");
+  assert.equal(nodePriceInfo(answer, "FalSharpen").endpointId, "fal-ai/post-processing/sharpen");
+  assert.equal(nodePriceInfo(answer, "SomethingElse"), null);
+});

@@ -1,0 +1,211 @@
+// fal Image Endpoint's typed form: under the node, one control per field of the chosen
+// endpoint (numbers with fal's ranges, dropdowns for enums, toggles, text areas; fal's
+// defaults as placeholders, descriptions as tooltips). The form reads and writes the node's
+// `arguments` text, which stays what the workflow saves: without this extension, typing
+// JSON works the same. The schema comes from GET /fal/catalogue/{id} (a local file on the
+// server). Works in classic and Nodes 2.0 mode: a DOM widget, and widget callbacks only.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+import {
+  describeFields, displayValue, parseControl, readArguments, unknownFields, writeArgument,
+} from "./lib/schema_form.js";
+
+const EXTENSION = "comfyui-fal-edit";
+const NODE = "FalImageEndpoint";
+const schemas = new Map();   // endpoint id -> Promise of the catalogue entry
+
+const STYLE = `
+.fal-form { display: flex; flex-direction: column; gap: 4px; font-size: 12px; padding: 2px 4px;
+  overflow-y: auto; box-sizing: border-box; }
+.fal-form-row { display: grid; grid-template-columns: minmax(90px, 38%) 1fr; gap: 6px; align-items: center; }
+.fal-form-row label { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; opacity: .85; }
+.fal-form-row label.fal-required::after { content: " *"; color: #e0a050; }
+.fal-form input, .fal-form select, .fal-form textarea { min-width: 0; width: 100%; box-sizing: border-box;
+  background: var(--comfy-input-bg, #222); color: var(--input-text, #ddd); border: 1px solid var(--border-color, #555);
+  border-radius: 4px; padding: 2px 4px; font-size: 12px; }
+.fal-form input[type=checkbox] { width: auto; justify-self: start; }
+.fal-form textarea { resize: vertical; min-height: 34px; }
+.fal-form .fal-bad { border-color: #c04040; }
+.fal-form-note { opacity: .75; font-style: italic; }
+.fal-form-error { color: #e07070; }
+.fal-form-image { opacity: .7; }
+`;
+
+function schemaFor(endpointId) {
+  if (!schemas.has(endpointId)) {
+    schemas.set(endpointId, api.fetchApi(`/fal/catalogue/${endpointId}`)
+      .then((r) => (r.ok ? r.json() : null)).catch(() => null));
+    // The price badge asks fal's price list for this endpoint (once per session, server-side).
+    api.fetchApi(`/fal/prices?endpoint_id=${encodeURIComponent(endpointId)}`)
+      .then(() => window.dispatchEvent(new CustomEvent("fal:prices-changed")))
+      .catch(() => null);
+  }
+  return schemas.get(endpointId);
+}
+
+function make(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (value === undefined || value === null) continue;
+    if (name === "class") node.className = value;
+    else if (name in node && typeof value !== "string") node[name] = value;
+    else node.setAttribute(name, value);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+function control(field, value, onChange) {
+  const shown = displayValue(field, value);
+  const title = field.tooltip || undefined;
+  let input;
+  switch (field.control) {
+    case "image":
+      return make("span", { class: "fal-form-image", title }, value ? "set in the JSON" : field.placeholder);
+    case "enum":
+      input = make("select", { title },
+        make("option", { value: "" }, field.placeholder || "fal default"),
+        ...field.options.map((o, i) => make("option", { value: String(i) }, String(o))));
+      input.value = shown;
+      input.addEventListener("change", () => onChange(input.value, input));
+      return input;
+    case "boolean":
+      input = make("input", { type: "checkbox", title });
+      input.checked = shown;
+      input.addEventListener("change", () => onChange(input.checked, input));
+      return input;
+    case "integer":
+    case "number":
+      input = make("input", { type: "number", title, placeholder: field.placeholder,
+        min: field.min, max: field.max, step: field.step });
+      input.value = shown;
+      input.addEventListener("change", () => onChange(input.value, input));
+      return input;
+    case "textarea":
+    case "json":
+      input = make("textarea", { title, placeholder: field.placeholder, rows: field.control === "json" ? 1 : 2 });
+      input.value = shown;
+      input.addEventListener("change", () => onChange(input.value, input));
+      return input;
+    default:
+      input = make("input", { type: "text", title, placeholder: field.placeholder });
+      input.value = shown;
+      input.addEventListener("change", () => onChange(input.value, input));
+      return input;
+  }
+}
+
+function addForm(node) {
+  const endpointWidget = node.widgets?.find((w) => w.name === "endpoint");
+  const argsWidget = node.widgets?.find((w) => w.name === "arguments");
+  if (!endpointWidget || !argsWidget) return;
+  const box = make("div", { class: "fal-form" });
+  const widget = node.addDOMWidget("fal_form", "fal_form", box, {
+    serialize: false,
+    hideOnZoom: false,
+    getValue: () => "",
+    setValue: () => {},
+    getMinHeight: () => 60,
+    getMaxHeight: () => 420,
+  });
+  widget.serialize = false;   // not in widgets_values: workflows load without this extension
+  let rendered = { endpoint: null, text: null };
+  let writing = false;
+
+  function write(name, value) {
+    const text = writeArgument(argsWidget.value, name, value);
+    if (text === null) return false;
+    writing = true;
+    try {
+      argsWidget.value = text;
+      argsWidget.callback?.(text);
+    } finally {
+      writing = false;
+    }
+    rendered.text = text;
+    node.setDirtyCanvas?.(true, true);
+    return true;
+  }
+
+  async function render(force = false) {
+    const endpoint = String(endpointWidget.value ?? "");
+    const text = String(argsWidget.value ?? "");
+    if (!force && rendered.endpoint === endpoint && rendered.text === text) return;
+    rendered = { endpoint, text };
+    const entry = await schemaFor(endpoint);
+    if (rendered.endpoint !== endpoint) return;   // the user picked another meanwhile
+    if (!entry) {
+      box.replaceChildren(make("div", { class: "fal-form-note" }, `no schema for ${endpoint}; type JSON in arguments`));
+      return;
+    }
+    const read = readArguments(text);
+    const rows = [];
+    if (entry.retired) {
+      rows.push(make("div", { class: "fal-form-error" }, `fal retired this endpoint; try ${entry.alternatives.join(", ") || "another one"}`));
+    }
+    if (!read.ok) {
+      rows.push(make("div", { class: "fal-form-error" }, `${read.error}; the form waits until it is valid JSON`));
+    } else {
+      const unknown = unknownFields(entry, read.values);
+      if (unknown.length) rows.push(make("div", { class: "fal-form-error" }, `not a field of this endpoint: ${unknown.join(", ")}`));
+    }
+    for (const field of describeFields(entry)) {
+      const value = read.ok ? read.values[field.name] : undefined;
+      const input = control(field, value, (raw, element) => {
+        const parsed = parseControl(field, raw);
+        element.classList.toggle("fal-bad", Boolean(parsed.error));
+        element.title = parsed.error || field.tooltip;
+        if (!parsed.error) write(field.name, parsed.value);
+      });
+      if (!read.ok && input.disabled !== undefined) input.disabled = true;
+      rows.push(make("div", { class: "fal-form-row" },
+        make("label", { class: field.required ? "fal-required" : undefined, title: field.tooltip || field.name }, field.name),
+        input));
+    }
+    box.replaceChildren(...rows);
+    node.setDirtyCanvas?.(true, true);
+  }
+
+  // Follow both widgets however they change (picking, typing, undo): their callbacks are
+  // what classic and Nodes 2.0 mode both call.
+  for (const w of [endpointWidget, argsWidget]) {
+    const original = w.callback;
+    w.callback = function (...args) {
+      const result = original?.apply(this, args);
+      if (!writing) render();
+      return result;
+    };
+  }
+  node.falRenderForm = render;
+  render();
+}
+
+app.registerExtension({
+  name: `${EXTENSION}.endpoint-form`,
+
+  async setup() {
+    document.head.append(make("style", { id: "comfyui-fal-edit-form-style" }, STYLE));
+  },
+
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name !== NODE) return;
+    const proto = nodeType.prototype;
+    const created = proto.onNodeCreated;
+    proto.onNodeCreated = function (...args) {
+      const result = created?.apply(this, args);
+      try {
+        addForm(this);
+      } catch (error) {
+        console.warn(`[${EXTENSION}] endpoint form unavailable`, error);
+      }
+      return result;
+    };
+    // A loaded workflow sets the widgets after the node was created: show its values.
+    const configure = proto.onConfigure;
+    proto.onConfigure = function (...args) {
+      const result = configure?.apply(this, args);
+      this.falRenderForm?.(true);
+      return result;
+    };
+  },
+});

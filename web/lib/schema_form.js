@@ -1,0 +1,120 @@
+// fal Image Endpoint's form: from one catalogue endpoint's schema (GET /fal/catalogue/{id})
+// to form fields, and between form values and the node's `arguments` JSON text.
+// Pure functions, no ComfyUI imports, so `node --test web/tests/` checks them.
+//
+// The text stays the source of truth: the form only reads and writes it. A field the user
+// clears is removed from the JSON (fal's default applies), so only what the user set is sent.
+
+const LONG_TEXT = /prompt|instruction|text|description|caption/i;
+
+/** Fields of an endpoint's schema, in fal's order, as form controls.
+ * -> [{name, control, required, tooltip, placeholder, min, max, step, options, socket}]
+ * control: "number" | "integer" | "enum" | "boolean" | "text" | "textarea" | "json" | "image" */
+export function describeFields(entry) {
+  const sockets = entry?.sockets ?? {};
+  return Object.entries(entry?.input ?? {}).map(([name, field]) => {
+    const described = {
+      name,
+      required: Boolean(field.required),
+      tooltip: field.description ?? "",
+      placeholder: field.default === undefined ? "" : `fal default: ${JSON.stringify(field.default)}`,
+      default: field.default,
+    };
+    if (field.image) {
+      const from = sockets[name];
+      return { ...described, control: "image", socket: from ? from.join(", ") : null,
+        placeholder: from ? `from ${from.join(", ")} (or an image URL in the JSON)` : "an image URL in the JSON" };
+    }
+    switch (field.type) {
+      case "integer":
+      case "number":
+        return { ...described, control: field.type, min: field.min ?? field.gt, max: field.max ?? field.lt,
+          step: field.type === "integer" ? 1 : "any" };
+      case "enum":
+        return { ...described, control: "enum", options: field.enum ?? [] };
+      case "boolean":
+        return { ...described, control: "boolean" };
+      case "string":
+      case "url":
+        return { ...described, control: LONG_TEXT.test(name) || (field.max_length ?? 0) > 200 ? "textarea" : "text",
+          maxLength: field.max_length };
+      default:
+        return { ...described, control: "json" };
+    }
+  });
+}
+
+/** The node's `arguments` text -> {ok: true, values} or {ok: false, error}. Empty text: {}. */
+export function readArguments(text) {
+  const source = String(text ?? "").trim();
+  if (!source) return { ok: true, values: {} };
+  try {
+    const values = JSON.parse(source);
+    if (values === null || typeof values !== "object" || Array.isArray(values)) {
+      return { ok: false, error: "`arguments` must be a JSON object, e.g. {\"prompt\": \"a red hat\"}" };
+    }
+    return { ok: true, values };
+  } catch (error) {
+    return { ok: false, error: `\`arguments\` is not JSON (${error.message})` };
+  }
+}
+
+/** `text` with `name` set to `value` (undefined removes it), other fields and their order
+ * kept. Returns null when `text` is not a JSON object: the form never overwrites what the
+ * user is typing. */
+export function writeArgument(text, name, value) {
+  const read = readArguments(text);
+  if (!read.ok) return null;
+  const values = { ...read.values };
+  if (value === undefined) delete values[name];
+  else values[name] = value;
+  return Object.keys(values).length ? JSON.stringify(values, null, 2) : "{}";
+}
+
+/** What a control shows for a value (undefined: not set, the placeholder shows fal's default). */
+export function displayValue(field, value) {
+  if (value === undefined) return field.control === "boolean" ? Boolean(field.default) : "";
+  if (field.control === "json") return JSON.stringify(value);
+  if (field.control === "enum") return String(field.options.findIndex((o) => o === value));
+  return field.control === "boolean" ? Boolean(value) : String(value);
+}
+
+/** A control's raw value -> {value} to write (value undefined: remove the field) or {error}. */
+export function parseControl(field, raw) {
+  switch (field.control) {
+    case "integer":
+    case "number": {
+      if (String(raw).trim() === "") return { value: undefined };
+      const number = Number(raw);
+      if (!Number.isFinite(number)) return { error: `${field.name}: not a number` };
+      if (field.control === "integer" && !Number.isInteger(number)) return { error: `${field.name}: a whole number` };
+      if (field.min !== undefined && number < field.min) return { error: `${field.name}: at least ${field.min}` };
+      if (field.max !== undefined && number > field.max) return { error: `${field.name}: at most ${field.max}` };
+      return { value: number };
+    }
+    case "enum": {
+      const index = Number(raw);
+      if (String(raw) === "" || !Number.isInteger(index) || index < 0) return { value: undefined };
+      return { value: field.options[index] };
+    }
+    case "boolean":
+      // The default is fal's: leaving the toggle at it sends nothing (unless fal needs it).
+      return { value: !field.required && Boolean(raw) === Boolean(field.default) ? undefined : Boolean(raw) };
+    case "json": {
+      if (String(raw).trim() === "") return { value: undefined };
+      try {
+        return { value: JSON.parse(raw) };
+      } catch {
+        return { error: `${field.name}: not JSON` };
+      }
+    }
+    default:
+      return { value: String(raw) === "" ? undefined : String(raw) };
+  }
+}
+
+/** Fields in `values` the schema does not know (the server refuses them before any upload). */
+export function unknownFields(entry, values) {
+  const known = new Set(Object.keys(entry?.input ?? {}));
+  return Object.keys(values ?? {}).filter((name) => !known.has(name));
+}
