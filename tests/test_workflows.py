@@ -279,7 +279,8 @@ def execute_workflow(workflow: dict, after_node=None) -> Run:
 def test_the_templates_are_there():
     names = set(IDS)
     assert len([n for n in names if n.startswith("fal ")]) == len(ENDPOINTS)
-    assert len(names) == len(ENDPOINTS) + 3          # and three hybrid pipelines
+    # and three hybrid pipelines, and two with fal Image Endpoint
+    assert len(names) == len(ENDPOINTS) + 5
     for path in WORKFLOWS:
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
         with Image.open(path.with_suffix(".jpg")) as thumb:

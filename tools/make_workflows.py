@@ -418,6 +418,82 @@ def hybrid_background_keep_subject() -> Graph:
     return g
 
 
+ENDPOINT_SIZE = [460, 640]     # fal Image Endpoint with its form
+
+
+def endpoint_arguments(**fields) -> str:
+    """fal Image Endpoint's `arguments` as the form writes them."""
+    return json.dumps(fields, indent=2)
+
+
+def seedream_two_photos() -> Graph:
+    """fal Image Endpoint on a list-image edit endpoint: both photos in one request."""
+    g = Graph()
+    portrait = g.add("LoadImage", [40, 140], LOAD_SIZE, image=PORTRAIT)
+    duck = g.add("LoadImage", [40, 140 + LOAD_SIZE[1] + 70], LOAD_SIZE, image=DUCKLING)
+    fal = g.add("FalImageEndpoint", [420, 140], ENDPOINT_SIZE,
+                endpoint="fal-ai/bytedance/seedream/v4.5/edit",
+                arguments=endpoint_arguments(
+                    prompt="Put the little yellow duckling from the second image on the person's "
+                           "shoulder in the first image; keep the street and the light.",
+                    seed=1234))
+    g.link(portrait.out("IMAGE"), fal, "image")
+    g.link(duck.out("IMAGE"), fal, "image_2")
+    settings = key_and_settings(g, 420, 140 + ENDPOINT_SIZE[1] + 70)
+    g.link(settings.out("settings"), fal, "settings")
+    view = g.add("SaveImage", [940, 140], VIEW_SIZE, filename_prefix="fal_edit/seedream_edit")
+    g.link(fal.out("images"), view, "images")
+    g.note([940, 140 + VIEW_SIZE[1] + 70], [460, 300],
+           "fal Image Endpoint runs any fal endpoint that takes an image and returns images. "
+           "Seedream 4.5 Edit takes a list of images (image_urls): every frame of image, "
+           "image_2, ... goes into one request, in order. The form under the node edits "
+           "`arguments`: only the fields you set are sent, fal's defaults apply to the rest. "
+           "Pick another endpoint in the list; the form follows.\n\n" + KEY_NOTE)
+    return g
+
+
+def inpaint_box_keep_rest() -> Graph:
+    """Local mask -> an inpainting endpoint -> local composite: only the box changes."""
+    g = Graph()
+    load = g.add("LoadImage", [40, 160], LOAD_SIZE, image=PORTRAIT)
+    canvas = g.add("SolidMask", [40, 160 + LOAD_SIZE[1] + 70], [320, 130],
+                   title="Mask canvas (0 = keep)", value=0.0, width=768, height=512)
+    box = g.add("SolidMask", [40, 160 + LOAD_SIZE[1] + 270], [320, 130],
+                title="Box to repaint (1)", value=1.0, width=300, height=170)
+    place = g.add("MaskComposite", [40, 160 + LOAD_SIZE[1] + 470], [320, 160], x=440, y=10,
+                  operation="add")
+    g.link(canvas.out("MASK"), place, "destination")
+    g.link(box.out("MASK"), place, "source")
+    fal = g.add("FalImageEndpoint", [480, 160], ENDPOINT_SIZE, endpoint="fal-ai/flux-pro/v1/fill",
+                arguments=endpoint_arguments(
+                    prompt="a red hot air balloon floating in the sky", output_format="png",
+                    seed=7))
+    g.link(load.out("IMAGE"), fal, "image")
+    g.link(place.out("MASK"), fal, "mask")
+    settings = key_and_settings(g, 480, 160 + ENDPOINT_SIZE[1] + 70)
+    g.link(settings.out("settings"), fal, "settings")
+    fit = g.add("ImageScale", [1000, 160], [320, 160], title="Match the original size",
+                upscale_method="lanczos", width=768, height=512, crop="center")
+    g.link(fal.out("images"), fit, "image")
+    comp = g.add("ImageCompositeMasked", [1000, 390], [320, 170],
+                 title="Repainted box over the original", x=0, y=0, resize_source=False)
+    g.link(load.out("IMAGE"), comp, "destination")
+    g.link(fit.out("IMAGE"), comp, "source")
+    g.link(place.out("MASK"), comp, "mask")
+    save = g.add("SaveImage", [1380, 160], VIEW_SIZE, filename_prefix="fal_edit/inpainted")
+    g.link(comp.out("IMAGE"), save, "images")
+    note = g.note([1380, 160 + VIEW_SIZE[1] + 70], [440, 280],
+                  "The mask is made locally (a box in the sky of the 768 x 512 sample; any MASK "
+                  "works, e.g. from a segmentation node or the mask editor). fal Image Endpoint "
+                  "sends it to FLUX.1 Fill's mask_url with the photo; white is repainted. The "
+                  "local composite then pastes only the box back over the original, so every "
+                  "pixel outside it stays as shot.\n\n" + KEY_NOTE)
+    g.group("local: photo and mask", [load, canvas, box, place], "#3f789e")
+    g.group("fal: inpaint the box (remote, paid)", [fal, settings], "#a1309b")
+    g.group("local: composite and save", [fit, comp, save, note], "#3f789e")
+    return g
+
+
 def workflows() -> dict[str, Graph]:
     """File name -> graph. The front end shows a pack's template by its file name (as the
     title, and with - and _ as spaces as the description): the names are the titles."""
@@ -487,6 +563,8 @@ def workflows() -> dict[str, Graph]:
         "Crop, Remove People, Sharpen": hybrid_crop_remove_sharpen(),
         "Batch Color Correction": hybrid_batch_color_correction(),
         "New Background, Same Person": hybrid_background_keep_subject(),
+        "Seedream Edit, Two Photos": seedream_two_photos(),
+        "Inpaint a Box, Keep the Rest": inpaint_box_keep_rest(),
     }
 
 
