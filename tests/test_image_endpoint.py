@@ -212,3 +212,39 @@ def test_price_of_a_catalogue_endpoint_is_fetched_and_the_spend_guard_applies(fa
     assert "spend guard" in str(caught.value) and "$0.080" in str(caught.value)
     assert len(asked()) == 1, "the price is asked for once"
     assert fal.state.count("submit", SEEDREAM) == 1
+
+
+# -- what the ten nodes do, this one does through the same runtime -----------------------
+
+def test_interrupt_cancels_the_fal_requests(fal):
+    import threading
+    import time
+    from comfyui_fal_edit.nodes.host import Interrupted, host
+    fal.state.latency_s = 10
+
+    def interrupt_once_both_are_submitted():
+        deadline = time.monotonic() + 20
+        while fal.state.count("submit") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        host.interrupt_requested = True
+
+    threading.Thread(target=interrupt_once_both_are_submitted, daemon=True).start()
+    with pytest.raises(Interrupted):
+        run(BIREFNET, {}, image=sample_image(24, 24, batch=2))
+    assert fal.state.count("cancel") == 2
+
+
+def test_nsfw_flags_follow_the_policy(fal):
+    with pytest.raises(FalNodeError, match="fal flagged item 1 as NSFW"):
+        run(FILL, {"prompt": "nsfw hat"}, image=sample_image(24, 24), mask=mask_of(24, 24))
+    images, *_ = run(FILL, {"prompt": "nsfw hat"}, image=sample_image(24, 24),
+                     mask=mask_of(24, 24), settings=FalSettings(nsfw_policy="keep flagged"))
+    assert images.shape[0] == 1
+
+
+@pytest.mark.parametrize("output_format", ["png", "webp", "gif"])
+def test_cut_outs_keep_their_alpha_in_every_format(fal, output_format):
+    images, mask, urls, _ = run(BIREFNET, {"output_format": output_format},
+                                image=sample_image(40, 30))
+    assert urls.split("?")[0].endswith(output_format)
+    assert float(mask[0, 0, 0]) == 1.0 and float(mask[0, 15, 20]) == 0.0
