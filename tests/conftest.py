@@ -91,6 +91,20 @@ def run_node(name: str, **inputs):
     return result
 
 
+def interrupt_after_submits(emulator, count: int) -> None:
+    """Press ComfyUI's Cancel (the interrupt flag) once `count` requests reached fal."""
+    import threading
+    import time
+
+    def interrupt():
+        deadline = time.monotonic() + 20
+        while emulator.state.count("submit") < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        host.interrupt_requested = True
+
+    threading.Thread(target=interrupt, daemon=True).start()
+
+
 def sample_image(width: int = 96, height: int = 64, batch: int = 1, seed: int = 0) -> torch.Tensor:
     """A distinct, non-flat test image batch in ComfyUI's IMAGE layout."""
     rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from catalogue_helpers import endpoints_by_shape, sample_value
-from conftest import pack, run_node, sample_image
+from conftest import interrupt_after_submits, pack, run_node, sample_image
 from reliability_helpers import sentence_problems
 
 from comfyui_fal_edit.nodes import catalogue
@@ -217,18 +217,9 @@ def test_price_of_a_catalogue_endpoint_is_fetched_and_the_spend_guard_applies(fa
 # -- what the ten nodes do, this one does through the same runtime -----------------------
 
 def test_interrupt_cancels_the_fal_requests(fal):
-    import threading
-    import time
-    from comfyui_fal_edit.nodes.host import Interrupted, host
+    from comfyui_fal_edit.nodes.host import Interrupted
     fal.state.latency_s = 10
-
-    def interrupt_once_both_are_submitted():
-        deadline = time.monotonic() + 20
-        while fal.state.count("submit") < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        host.interrupt_requested = True
-
-    threading.Thread(target=interrupt_once_both_are_submitted, daemon=True).start()
+    interrupt_after_submits(fal, 2)
     with pytest.raises(Interrupted):
         run(BIREFNET, {}, image=sample_image(24, 24, batch=2))
     assert fal.state.count("cancel") == 2

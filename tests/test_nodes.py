@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_KEY, pack, run_node, sample_image
+from conftest import TEST_KEY, interrupt_after_submits, pack, run_node, sample_image
 
 from comfyui_fal_edit.nodes.endpoints import BY_NODE, ENDPOINTS
 from comfyui_fal_edit.nodes.errors import FalNodeError
@@ -309,13 +308,7 @@ def test_nsfw_policy(fal):
 
 def test_comfy_interrupt_cancels_remote_requests(fal):
     fal.state.latency_s = 10
-    def interrupt_once_both_are_submitted():
-        deadline = time.monotonic() + 20
-        while fal.state.count("submit") < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        pack.nodes.host.host.interrupt_requested = True
-
-    threading.Thread(target=interrupt_once_both_are_submitted, daemon=True).start()
+    interrupt_after_submits(fal, 2)
     t0 = time.monotonic()
     with pytest.raises(Interrupted):
         run_node("FalSharpen", image=sample_image(batch=2))
