@@ -40,6 +40,7 @@ from urllib.parse import unquote, urlparse
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
+from . import imageops
 from .specs import ENDPOINTS, PRICES, EndpointSpec, field_error, validate
 from .state import JOB_OUTCOME_KINDS, EmulatorState, FaultRule
 
@@ -713,7 +714,7 @@ class EmulatorServer:
             files.append(self._store_output(job, img, fmt, params.get("sync_mode")))
         if job.outcome == "no_images":
             files, flags = [], []
-        return self._build_output(spec, files, flags, seed, prompt, params, job)
+        return self._build_output(spec, files, flags, seed, prompt, params, job, images)
 
     def _store_output(self, job: Job, img: Image.Image, fmt: str, sync_mode: bool) -> dict:
         data, content_type, ext = encode_image(img, fmt, self.state.result_mode)
@@ -726,7 +727,7 @@ class EmulatorServer:
                 "file_size": len(data), "width": img.width, "height": img.height}
 
     def _build_output(self, spec: EndpointSpec, files: list, flags: list, seed: int,
-                      prompt: str, params: dict, job: Job) -> dict:
+                      prompt: str, params: dict, job: Job, images: list | None = None) -> dict:
         shape = spec.output
         if shape == "images":
             return {"images": files}
@@ -749,6 +750,10 @@ class EmulatorServer:
                 out["prompt"] = prompt
             if "timings" in spec.output_fields:
                 out["timings"] = {"inference": round(time.monotonic() - job.started, 4)}
+            if "mask_image" in spec.output_fields and params.get("output_mask") and images:
+                # Background removal's optional matte: white where the subject is.
+                matte = Image.fromarray(imageops.cutout_matte(*images[0].size), "L")
+                out["mask_image"] = self._store_output(job, matte, "png", params.get("sync_mode"))
             return out
         if shape == "seededit":
             if self.state.seededit_image_as_list:

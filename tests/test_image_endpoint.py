@@ -239,3 +239,25 @@ def test_cut_outs_keep_their_alpha_in_every_format(fal, output_format):
                                 image=sample_image(40, 30))
     assert urls.split("?")[0].endswith(output_format)
     assert float(mask[0, 0, 0]) == 1.0 and float(mask[0, 15, 20]) == 0.0
+
+
+def test_birefnet_mask_image_is_in_result_json_as_a_url(fal):
+    _, _, _, result_json = run(BIREFNET, {"output_mask": True}, image=sample_image(32, 24))
+    (answer,) = json.loads(result_json)
+    assert answer["mask_image"]["url"].startswith(fal.base_url) and "image" not in answer
+
+
+def test_an_image_url_in_arguments_is_sent_as_it_is_without_an_upload(fal):
+    import base64
+    import io
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 16), (10, 200, 30)).save(buffer, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    images, *_ = run(BIREFNET, {"image_url": url})
+    (submit,) = fal.state.entries("submit", BIREFNET)
+    assert submit["payload"] == {"image_url": url}
+    assert fal.state.count("upload") == 0 and images.shape == (1, 16, 20, 3)
+    with pytest.raises(FalNodeError, match="`image_url` is set in `arguments` and also fed by a "
+                                           "connected socket; remove it from `arguments`"):
+        run(BIREFNET, {"image_url": url}, image=sample_image(20, 16))
