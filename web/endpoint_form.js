@@ -141,7 +141,9 @@ function addForm(node) {
     const read = readArguments(text);
     const rows = [];
     if (entry.retired) {
-      rows.push(make("div", { class: "fal-form-error" }, `fal retired this endpoint; try ${entry.alternatives.join(", ") || "another one"}`));
+      // Gone from fal's published types: fal may no longer serve it (a run then says so).
+      rows.push(make("div", { class: "fal-form-error" },
+        `not in fal's newest published types (${entry.retired}); if fal retired it, try ${entry.alternatives.join(", ") || "another endpoint"}`));
     }
     if (!read.ok) {
       rows.push(make("div", { class: "fal-form-error" }, `${read.error}; the form waits until it is valid JSON`));
