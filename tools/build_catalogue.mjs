@@ -4,7 +4,7 @@
 // (src/types/endpoints.d.ts) with the TypeScript compiler API, plus the ranges
 // fal-js publishes as JSON Schema (libs/schemas/src/*/schemas.gen.ts).
 //
-//   node tools/build_catalogue.mjs [--fal-js PATH_TO_FAL_JS_GIT_DIR] [--out FILE]
+//   node tools/build_catalogue.mjs --fal-js PATH_TO_FAL_JS_GIT_DIR [--out FILE]
 //
 // It packs @fal-ai/client (NEWEST and every OLDER version below) and installs
 // `typescript` into a temporary directory: nothing of npm's lands in the pack.
@@ -27,7 +27,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const args = Object.fromEntries(process.argv.slice(2).reduce((pairs, a, i, all) =>
   a.startsWith("--") ? [...pairs, [a.slice(2), all[i + 1]]] : pairs, []));
 const outFile = args.out || path.join(here, "..", "nodes", "data", "catalogue.json");
-const falJs = args["fal-js"] || "/work/.mirror/fal-ai+fal-js/repo";
+// A clone of github.com/fal-ai/fal-js (its git directory): where fal publishes ranges.
+const falJs = args["fal-js"] || "";
 
 function main() {
 const work = mkdtempSync(path.join(tmpdir(), "fal-catalogue-"));
@@ -49,7 +50,8 @@ try {
       "endpoints.d.ts"), "utf8"));
   }
   if (args.dump) writeFileSync(args.dump, JSON.stringify(parsed));
-  const ranges = existsSync(falJs) ? readFalJsSchemas(ts, falJs) : { byEndpoint: {}, commit: null };
+  if (!falJs || !existsSync(falJs)) console.warn("no --fal-js clone given: the catalogue has no ranges");
+  const ranges = falJs && existsSync(falJs) ? readFalJsSchemas(ts, falJs) : { byEndpoint: {}, commit: null };
 
   const endpoints = {};
   const counts = {};
@@ -72,7 +74,7 @@ try {
     source: { client: `@fal-ai/client@${NEWEST}`, older: OLDER.map((v) => `@fal-ai/client@${v}`),
       ranges: ranges.commit ? `fal-js ${ranges.commit} libs/schemas/src/*/schemas.gen.ts` : null },
     counts,
-    regenerate: "node tools/build_catalogue.mjs",
+    regenerate: "node tools/build_catalogue.mjs --fal-js path/to/fal-js/.git",
   };
   // One endpoint per line: compact, and a regeneration diffs line by line.
   const lines = Object.entries(sorted).map(([id, e]) => `${JSON.stringify(id)}:${JSON.stringify(e)}`);
