@@ -49,7 +49,6 @@ try {
     parsed[v] = readEndpointTypes(ts, readFileSync(path.join(dir, "package", "src", "types",
       "endpoints.d.ts"), "utf8"));
   }
-  if (args.dump) writeFileSync(args.dump, JSON.stringify(parsed));
   if (!falJs || !existsSync(falJs)) console.warn("no --fal-js clone given: the catalogue has no ranges");
   const ranges = falJs && existsSync(falJs) ? readFalJsSchemas(ts, falJs) : { byEndpoint: {}, commit: null };
 
