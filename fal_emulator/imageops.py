@@ -315,6 +315,10 @@ def cutout_matte(width: int, height: int) -> np.ndarray:
 def catalogue_op(kind: str):
     def run(images, p, seed, masks: int = 0) -> Image.Image:
         pictures, mask_images = images[:len(images) - masks], images[len(images) - masks:]
+        if not images:   # every image field is optional and none was sent: draw from the prompt
+            d = _digest("generate", p.get("prompt"), seed)
+            y = np.linspace(0, 1, 64, dtype=np.float32)[:, None, None]
+            return _img(_colour(d) * (1 - y) + _colour(d, 3) * y + np.zeros((64, 64, 3), np.float32))
         base = pictures[0] if pictures else mask_images[0]
         prompt = str(p.get("prompt") or "")
         if kind == "cutout":

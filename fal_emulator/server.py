@@ -685,7 +685,8 @@ class EmulatorServer:
             raise _validation_error(errors)
         images, masks = [], 0
         for name in spec.image_fields:
-            if params.get(name) is None:   # an optional image field left out
+            # An optional image field left out: fal would use its example default, if any.
+            if params.get(name) is None or name not in job.payload:
                 continue
             urls = params[name] if isinstance(params[name], list) else [params[name]]
             locs = [[name, i] for i in range(len(urls))] if isinstance(params[name], list) else [[name]]

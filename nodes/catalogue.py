@@ -227,8 +227,9 @@ def endpoint_for(endpoint_id: str):
     kinds = image_fields(item)
     pictures = [n for n, k in kinds.items() if k in ("url", "urls")]
     masks = [n for n, k in kinds.items() if k in ("mask", "masks")]
-    # The field named image_url (or image) takes `image` when there is one.
-    pictures.sort(key=lambda n: n not in ("image_url", "image"))
+    # The field named image_url (or image) takes `image` when there is one; fields fal
+    # requires come before optional ones, so they get the sockets.
+    pictures.sort(key=lambda n: (n not in ("image_url", "image"), not schema[n].get("required")))
     singles = [n for n in pictures if kinds[n] == "url"]
     lists = [n for n in pictures if kinds[n] == "urls"]
     slots = []

@@ -261,3 +261,20 @@ def test_an_image_url_in_arguments_is_sent_as_it_is_without_an_upload(fal):
     with pytest.raises(FalNodeError, match="`image_url` is set in `arguments` and also fed by a "
                                            "connected socket; remove it from `arguments`"):
         run(BIREFNET, {"image_url": url}, image=sample_image(20, 16))
+
+
+def test_a_required_image_list_gets_the_sockets_before_an_optional_one(fal):
+    endpoint_id = "fal-ai/ideogram/character"
+    slots = catalogue.endpoint_for(endpoint_id).slots
+    assert slots[0].field == "reference_image_urls" and slots[0].sockets[0] == "image"
+    run(endpoint_id, required_arguments(endpoint_id), image=sample_image(24, 24))
+    (submit,) = fal.state.entries("submit", endpoint_id)
+    assert len(submit["payload"]["reference_image_urls"]) == 1 and "image_urls" not in submit["payload"]
+
+
+def test_optional_image_fields_may_stay_empty(fal):
+    # bria/replace-background's image_url is optional (fal has an example default).
+    endpoint_id = "bria/replace-background"
+    images, *_ = run(endpoint_id, required_arguments(endpoint_id))
+    (submit,) = fal.state.entries("submit", endpoint_id)
+    assert "image_url" not in submit["payload"] and images.shape[0] == 1
