@@ -83,7 +83,7 @@ class ResultFiles:
         item.blobs = list(blobs)
         alphas = extra = None
         if self.endpoint.takes_arguments:
-            alphas = list(await asyncio.gather(*(asyncio.to_thread(imaging.decode_alpha, b)
+            alphas = list(await asyncio.gather(*(imaging.pixel_work(imaging.decode_alpha, b)
                                                  for b in blobs)))
             extra = without_image_payloads(result, self.endpoint.output_field)
         return ItemResult(list(frames), urls, read_flags(flags, len(frames), self.endpoint),
