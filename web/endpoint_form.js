@@ -4,11 +4,15 @@
 // `arguments` text, which stays what the workflow saves: without this extension, typing
 // JSON works the same. The schema comes from GET /fal/catalogue/{id} (a local file on the
 // server). Works in classic and Nodes 2.0 mode: a DOM widget, and widget callbacks only.
+// Every front-end API goes through lib/frontend.js, as in fal_edit.js.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { createFrontend } from "./lib/frontend.js";
 import {
   describeFields, displayValue, parseControl, readArguments, unknownFields, writeArgument,
 } from "./lib/schema_form.js";
+
+const frontend = createFrontend({ app, api });
 
 const EXTENSION = "comfyui-fal-edit";
 const NODE = "FalImageEndpoint";
@@ -33,10 +37,10 @@ const STYLE = `
 
 function schemaFor(endpointId) {
   if (!schemas.has(endpointId)) {
-    schemas.set(endpointId, api.fetchApi(`/fal/catalogue/${endpointId}`)
+    schemas.set(endpointId, frontend.fetchApi(`/fal/catalogue/${endpointId}`)
       .then((r) => (r.ok ? r.json() : null)).catch(() => null));
     // The price badge asks fal's price list for this endpoint (once per session, server-side).
-    api.fetchApi(`/fal/prices?endpoint_id=${encodeURIComponent(endpointId)}`)
+    frontend.fetchApi(`/fal/prices?endpoint_id=${encodeURIComponent(endpointId)}`)
       .then(() => window.dispatchEvent(new CustomEvent("fal:prices-changed")))
       .catch(() => null);
   }
@@ -96,11 +100,12 @@ function control(field, value, onChange) {
 }
 
 function addForm(node) {
-  const endpointWidget = node.widgets?.find((w) => w.name === "endpoint");
-  const argsWidget = node.widgets?.find((w) => w.name === "arguments");
+  const endpointWidget = frontend.findWidget(node, "endpoint");
+  const argsWidget = frontend.findWidget(node, "arguments");
   if (!endpointWidget || !argsWidget) return;
   const box = make("div", { class: "fal-form" });
-  const widget = node.addDOMWidget("fal_form", "fal_form", box, {
+  // Not in widgets_values: workflows load (and `arguments` works) without this extension.
+  frontend.addDomWidget(node, "fal_form", "fal_form", box, {
     serialize: false,
     hideOnZoom: false,
     getValue: () => "",
@@ -108,7 +113,6 @@ function addForm(node) {
     getMinHeight: () => 60,
     getMaxHeight: () => 420,
   });
-  widget.serialize = false;   // not in widgets_values: workflows load without this extension
   let rendered = { endpoint: null, text: null };
   let writing = false;
 
@@ -123,7 +127,7 @@ function addForm(node) {
       writing = false;
     }
     rendered.text = text;
-    node.setDirtyCanvas?.(true, true);
+    frontend.redraw(node);
     return true;
   }
 
@@ -165,24 +169,18 @@ function addForm(node) {
         input));
     }
     box.replaceChildren(...rows);
-    node.setDirtyCanvas?.(true, true);
+    frontend.redraw(node);
   }
 
-  // Follow both widgets however they change (picking, typing, undo): their callbacks are
-  // what classic and Nodes 2.0 mode both call.
+  // Follow both widgets however they change: picking, typing, undo, a loaded workflow.
   for (const w of [endpointWidget, argsWidget]) {
-    const original = w.callback;
-    w.callback = function (...args) {
-      const result = original?.apply(this, args);
+    frontend.watchWidget(node, w, () => {
       if (!writing) render();
-      return result;
-    };
+    });
   }
-  node.falRenderForm = render;
-  render();
 }
 
-app.registerExtension({
+frontend.registerExtension({
   name: `${EXTENSION}.endpoint-form`,
 
   async setup() {
@@ -200,13 +198,6 @@ app.registerExtension({
       } catch (error) {
         console.warn(`[${EXTENSION}] endpoint form unavailable`, error);
       }
-      return result;
-    };
-    // A loaded workflow sets the widgets after the node was created: show its values.
-    const configure = proto.onConfigure;
-    proto.onConfigure = function (...args) {
-      const result = configure?.apply(this, args);
-      this.falRenderForm?.(true);
       return result;
     };
   },
