@@ -57,9 +57,11 @@ def test_catalogue_shapes_ranges_and_flags_come_from_fal():
 
 
 def test_loading_the_pack_does_not_read_the_catalogue():
-    code = ("import sys; sys.path.insert(0, %r); import importlib; "
-            "m = importlib.import_module('nodes.catalogue'); "
-            "print(m.load.cache_info().currsize)" % str(ROOT))
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from tools.pack_loader import load_pack\n"
+            "pack = load_pack()\n"
+            "from comfyui_fal_edit.nodes import catalogue\n"
+            "print(catalogue.load.cache_info().currsize)" % str(ROOT))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"
 
