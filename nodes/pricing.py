@@ -266,32 +266,35 @@ class PriceBook:
             pass
         return True
 
-    async def fetch_one(self, key: str, base_url: str, endpoint_id: str,
+    async def fetch_one(self, key: str | None, destination: Any, endpoint_id: str,
                         timeout: float = FETCH_TIMEOUT_S) -> Price | None:
         """The price of one catalogue endpoint (fal Image Endpoint), asked once per session
-        and kept in memory beside the table; None when fal's price list has none."""
+        (from fal, or the owner's server in its place: `destination`, as in refresh) and
+        kept in memory beside the table; None when the price list has none."""
+        from . import egress
         from .fal_transport import http_client
         with self._lock:
             if endpoint_id in self._asked:
                 return self._prices.get(endpoint_id)
             self._asked.add(endpoint_id)
+        headers = {"Authorization": f"Key {key}"} if key and destination.sends_key else {}
         try:
-            async with http_client(timeout=timeout) as http:
-                response = await http.get((base_url or FAL_API) + "v1/models/pricing",
-                                          params=[("endpoint_id", endpoint_id)],
-                                          headers={"Authorization": f"Key {key}"})
+            async with http_client(timeout=timeout,
+                                   transport=egress.egress_transport(destination)) as http:
+                response = await http.get(FAL_PRICING_URL, headers=headers,
+                                          params=[("endpoint_id", endpoint_id)])
                 response.raise_for_status()
                 rows = response.json().get("prices", [])
+            found = [Price(_unit_price(row["unit_price"]), str(row["unit"]), "fal")
+                     for row in rows if row.get("endpoint_id") == endpoint_id]
         except Exception as exc:
             log.info("no fal price for %s (%s)", endpoint_id, type(exc).__name__)
             return None
-        for row in rows:
-            if row.get("endpoint_id") == endpoint_id:
-                price = Price(float(row["unit_price"]), str(row["unit"]), "fal")
-                with self._lock:
-                    self._prices[endpoint_id] = price
-                return price
-        return None
+        if not found:
+            return None
+        with self._lock:
+            self._prices[endpoint_id] = found[0]
+        return found[0]
 
     def clear(self) -> None:
         with self._lock:

@@ -340,11 +340,15 @@ def schedule_price_lookup(endpoint_id: str) -> asyncio.Task | None:
     from . import catalogue, pricing
     if catalogue.entry(endpoint_id) is None or pricing.prices.price(endpoint_id) is not None:
         return None
-    key = price_key()
-    if key is None:
+    try:
+        destination = egress.owner_default()
+    except egress.EgressRefused:
+        return None
+    key = price_key() if destination.sends_key else None
+    if key is None and destination.sends_key:
         return None
     task = asyncio.get_running_loop().create_task(
-        pricing.prices.fetch_one(key, price_base_url(), endpoint_id))
+        pricing.prices.fetch_one(key, destination, endpoint_id))
     _price_lookups.add(task)
     task.add_done_callback(_price_lookups.discard)
     return task

@@ -102,8 +102,7 @@ class Run:
                 prices.price(self.endpoint.endpoint_id) is None:
             # A catalogue endpoint's price is asked for on first use: the estimate, the
             # spend guard and the ledger then cover it like the ten nodes' endpoints.
-            await prices.fetch_one(self.key, self.settings.resolved_base_url(),
-                                   self.endpoint.endpoint_id)
+            await prices.fetch_one(self.key, self.destination, self.endpoint.endpoint_id)
         self.cost = self._estimate(pending)
         # Off the loop: the owner's ceilings and today's spend are files.
         self.hold = await asyncio.to_thread(ledger.hold_if, self.prompt_id, self.cost.total,
