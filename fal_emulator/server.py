@@ -560,6 +560,14 @@ class EmulatorServer:
                                                "Cache-Control": "no-cache",
                                                "x-fal-request-id": job.id})
         await response.prepare(request)
+        try:
+            await self._stream_statuses(request, response, job, mode, with_logs)
+        except ConnectionResetError:
+            pass    # the client went away (a run cancelled or interrupted): nothing to say
+        return response
+
+    async def _stream_statuses(self, request: web.Request, response: web.StreamResponse,
+                               job: Job, mode: str, with_logs: bool) -> None:
         sent, held = None, []
         while True:
             body = self._status_body(job, with_logs)
@@ -572,7 +580,7 @@ class EmulatorServer:
                 sent = body
                 if mode == "drop":
                     request.transport.abort()
-                    return response
+                    return
             if job.status == "COMPLETED":
                 break
             # Queue positions count down without an event of their own: look again soon.
@@ -582,7 +590,6 @@ class EmulatorServer:
         for event in held:
             await response.write(event)
         await response.write_eof()
-        return response
 
     def _status_body(self, job: Job, with_logs: bool) -> dict:
         body: dict = {"status": job.status, "request_id": job.id, **job.urls}
