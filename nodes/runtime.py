@@ -91,8 +91,10 @@ class Run:
             # Where the requests (and the key) go: fal, or a server the owner allowed.
             self.destination, self.owner_default = await asyncio.to_thread(
                 _destinations, self.settings.base_url)
-            # Through a proxy the pack sends no key: the proxy adds its own.
-            self.key = resolve_key(self.settings.key) if self.destination.sends_key else ""
+            # Through a proxy the pack sends no key: the proxy adds its own. (Off the loop:
+            # a named key is read from the key file.)
+            self.key = await asyncio.to_thread(resolve_key, self.settings.key) \
+                if self.destination.sends_key else ""
         except (InputProblem, MissingKey, egress.EgressRefused) as exc:
             raise self.fail(str(exc)) from None
         self.server = self.destination.name
