@@ -45,7 +45,10 @@ UPLOAD_TTL_S = 24 * 3600
 
 @dataclass
 class ItemResult:
-    frames: list[np.ndarray]             # H x W x 3 uint8, in fal's order
+    # H x W x 3 uint8, in fal's order; None where the frame is kept only as its file in
+    # `files` (a fresh result: it is decoded straight into the node's output batch, so a
+    # batch's decoded frames and the batch itself are never all in memory at once).
+    frames: list[np.ndarray | None]
     urls: list[str]
     flagged: list[bool]
     seed: int | None = None
@@ -54,10 +57,30 @@ class ItemResult:
     # other JSON fields (no image payloads).
     alphas: list[np.ndarray | None] | None = None
     extra: dict | None = None
+    files: list[bytes] | None = None             # the result files, where frames are None
+    sizes: list[tuple[int, int]] | None = None   # (height, width) of each frame
+
+    def frame(self, n: int) -> np.ndarray:
+        """Frame n, decoded from its file if it is not held decoded."""
+        held = self.frames[n]
+        if held is not None:
+            return held
+        from .imaging import decode
+        assert self.files is not None
+        return decode(self.files[n])
+
+    def size(self, n: int) -> tuple[int, int]:
+        """(height, width) of frame n, without decoding it."""
+        held = self.frames[n]
+        if held is not None:
+            return held.shape[0], held.shape[1]
+        assert self.sizes is not None
+        return self.sizes[n]
 
     @property
     def nbytes(self) -> int:
-        return sum(f.nbytes for f in self.frames) + \
+        return sum(f.nbytes for f in self.frames if f is not None) + \
+            sum(len(b) for b in self.files or []) + \
             sum(a.nbytes for a in self.alphas or [] if a is not None)
 
 
@@ -316,7 +339,8 @@ class Caches:
         self._keep_in_memory(key, item)
         disk = self.disk()
         if disk is not None and blobs is not None:
-            blobs = [_as_stored(blob, frame) for blob, frame in zip(blobs, item.frames)]
+            blobs = [as_stored(blob, frame) if frame is not None else blob   # else: done
+                     for blob, frame in zip(blobs, item.frames)]                # by collect
             exts = [_extension(b) for b in blobs]
             meta = {"urls": item.urls, "flagged": item.flagged, "seed": item.seed,
                     "request_id": item.request_id}
@@ -388,7 +412,7 @@ class Caches:
         self._disk, self._disk_dir = None, None
 
 
-def _as_stored(blob: bytes, frame: np.ndarray) -> bytes:
+def as_stored(blob: bytes, frame: np.ndarray) -> bytes:
     """The file as fal sent it when it is no bigger than its pixels, else the pixels that
     were decoded from it (a small image padded with hundreds of MB is kept small)."""
     if len(blob) <= frame.nbytes + 65536:

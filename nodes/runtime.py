@@ -115,8 +115,8 @@ class Run:
         finally:
             ledger.release(self.hold)
 
-        # Off the loop: stacking a batch of 4 MP frames copies hundreds of MB.
-        answer = await imaging.pixel_work(assemble, self.items, self.settings, self.fail)
+        # The frames are decoded into the batch on the pixel threads, off the loop.
+        answer = await assemble(self.items, self.settings, self.fail)
         outcome = self._outcome(answer.images, answer.urls, answer.notes)
         outcome.masks, outcome.results = answer.masks, answer.results
         self.report(force=True, final=outcome.status)

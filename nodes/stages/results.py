@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from .. import egress, imaging
-from ..caches import ItemResult, caches
+from ..caches import ItemResult, as_stored, caches
 from ..endpoints import Endpoint
 from ..errors import translate
 from ..settings import FalSettings
@@ -68,8 +68,8 @@ class ResultFiles:
                                  f"not fetched; run again, and check base_url if it persists")
         blobs = await asyncio.gather(*(self._download(u) for u in urls))
         try:
-            frames = await asyncio.gather(*(imaging.pixel_work(self._decode, b, u)
-                                            for b, u in zip(blobs, urls)))
+            decoded = await asyncio.gather(*(imaging.pixel_work(self._decode, b, u)
+                                             for b, u in zip(blobs, urls)))
         except imaging.TooManyPixels as exc:
             raise ItemFailed(f"a result image claims {exc} pixels, more than the "
                              f"{imaging.MAX_RESULT_PIXELS // 1_000_000} MP the pack decodes, "
@@ -80,22 +80,28 @@ class ResultFiles:
             raise ItemFailed("fal sent a result file that is not a readable image; run the node "
                              "again") from None
         flags = result.get(self.endpoint.nsfw_field) if self.endpoint.nsfw_field else None
-        item.blobs = list(blobs)
+        files = [file for file, _ in decoded]
+        item.blobs = files
         alphas = extra = None
         if self.endpoint.takes_arguments:
             alphas = list(await asyncio.gather(*(imaging.pixel_work(imaging.decode_alpha, b)
-                                                 for b in blobs)))
+                                                 for b in files)))
             extra = without_image_payloads(result, self.endpoint.output_field)
-        return ItemResult(list(frames), urls, read_flags(flags, len(frames), self.endpoint),
+        return ItemResult([None] * len(files), urls,
+                          read_flags(flags, len(files), self.endpoint),
                           _first_seed(result.get("seed"), item.payload.get("seed")),
-                          item.request_id, alphas, extra)
+                          item.request_id, alphas, extra,
+                          files=files, sizes=[size for _, size in decoded])
 
-    def _decode(self, blob: bytes, url: str) -> np.ndarray:
-        """Decode one result file (in a worker thread) and remember its URL by its pixels,
-        so a result fed into another fal node is sent by URL, not uploaded again."""
+    def _decode(self, blob: bytes, url: str) -> tuple[bytes, tuple[int, int]]:
+        """Check one result file by decoding it (in a worker thread), remember its URL by
+        its pixels (a result fed into another fal node is then sent by URL, not uploaded
+        again), and return the file to keep (a file padded far past its pixels is kept as
+        those pixels) with the frame's size. The pixels themselves are not kept: they are
+        decoded again straight into the node's output batch."""
         frame = imaging.decode(blob)
         caches.remember_upload(self.server, imaging.pixel_digest(frame), url)
-        return frame
+        return as_stored(blob, frame), (frame.shape[0], frame.shape[1])
 
     async def _download(self, url: str) -> bytes:
         import httpx
@@ -215,9 +221,11 @@ class Assembled:
         self.results = results      # each item's answer without image payloads
 
 
-def assemble(items: list[WorkItem], settings: FalSettings,
-             fail: Callable[[str], Exception]) -> Assembled:
-    """Every item's frames as one batch in input order, or `fail(cause)` naming what is missing."""
+async def assemble(items: list[WorkItem], settings: FalSettings,
+                   fail: Callable[[str], Exception]) -> Assembled:
+    """Every item's frames as one batch in input order, or `fail(cause)` naming what is missing.
+    Each frame is decoded (or taken) straight into its place in the batch, on the pixel
+    threads, so the decoded frames of a batch are never all held beside the batch."""
     total = len(items)
     notes: list[str] = []
     for item in items:   # after encoding: max_bytes may have shrunk an image too
@@ -238,21 +246,22 @@ def assemble(items: list[WorkItem], settings: FalSettings,
                 f"only pays for the failed ones)") if kept else ""
         raise fail(f"{which} failed — {cause}{tail}")
 
-    frames: list[np.ndarray] = []
+    chosen: list[tuple[ItemResult, int]] = []
     alphas: list[np.ndarray | None] = []
     urls: list[str] = []
     flagged_at: list[str] = []
     for item in items:
-        assert item.result is not None
-        item_alphas = item.result.alphas or [None] * len(item.result.frames)
-        for n, (frame, url, flag, alpha) in enumerate(zip(item.result.frames, item.result.urls,
-                                                         item.result.flagged, item_alphas)):
+        result = item.result
+        assert result is not None
+        count = len(result.urls)
+        item_alphas = result.alphas or [None] * count
+        for n, (url, flag, alpha) in enumerate(zip(result.urls, result.flagged, item_alphas)):
             if flag:
                 flagged_at.append(f"item {item.index + 1}" +
-                                  (f" image {n + 1}" if len(item.result.frames) > 1 else ""))
+                                  (f" image {n + 1}" if count > 1 else ""))
                 if settings.nsfw_policy == "drop flagged":
                     continue
-            frames.append(frame)
+            chosen.append((result, n))
             alphas.append(alpha)
             urls.append(url)
     if flagged_at:
@@ -261,23 +270,36 @@ def assemble(items: list[WorkItem], settings: FalSettings,
             raise fail(f"fal flagged {listed} as NSFW (fal returns those as black "
                        f"images); change the prompt or seed, or set the NSFW policy "
                        f"in fal Settings to keep or drop flagged images")
-        if not frames:
+        if not chosen:
             raise fail(f"fal flagged every result as NSFW ({listed}) and the NSFW "
                        f"policy drops them, so nothing is left to output; change the "
                        f"prompt or seed")
         verb = "dropped" if settings.nsfw_policy == "drop flagged" else "kept"
         notes.append(f"{verb} NSFW-flagged {listed}")
 
-    height, width = frames[0].shape[:2]
-    resized = sum(1 for f in frames if f.shape[:2] != (height, width))
+    height, width = chosen[0][0].size(chosen[0][1])
+    out = torch.empty((len(chosen), height, width, 3), dtype=torch.float32)
+    resized = sum(await asyncio.gather(*(imaging.pixel_work(_place, out[i], result, n)
+                                         for i, (result, n) in enumerate(chosen))))
     if resized:
-        frames = [imaging.fit_like_batch_images(f, width, height) for f in frames]
         notes.append(f"{resized} result(s) of another size were cropped and resized to "
                      f"{width}x{height} to form one batch")
     if not any(i.result.extra is not None for i in items):
-        return Assembled(stack(frames), urls, notes)
-    return Assembled(stack(frames), urls, notes, stack_masks(alphas, width, height),
+        return Assembled(out, urls, notes)
+    return Assembled(out, urls, notes, stack_masks(alphas, width, height),
                      [i.result.extra or {} for i in items])
+
+
+def _place(slot: torch.Tensor, result: ItemResult, n: int) -> bool:
+    """Frame n of `result` into `slot` ([H,W,3] float), fitted as ComfyUI's Batch Images
+    does if its size differs; True if it was."""
+    frame = result.frame(n)
+    height, width = slot.shape[:2]
+    fitted = frame.shape[:2] != (height, width)
+    if fitted:
+        frame = imaging.fit_like_batch_images(frame, width, height)
+    slot.copy_(torch.from_numpy(frame)).div_(255.0)
+    return fitted
 
 
 def stack_masks(alphas: list[np.ndarray | None], width: int, height: int) -> torch.Tensor:
