@@ -361,3 +361,12 @@ def test_recraft_stays_under_5_mb_read_as_bytes_and_as_mib(fal, statuses):
     run_node("FalRecraftV3ImageToImage", image=noise)
     assert "downscaled" in statuses[-1]
     assert fal.state.entries("upload")[0]["bytes"] < 5_000_000
+
+
+def test_runs_under_comfyuis_inference_mode(fal):
+    """ComfyUI executes nodes under torch.inference_mode() (per thread); the batch the node
+    assembles on its worker threads must not be an inference tensor written from another."""
+    with torch.inference_mode():
+        images, _, _ = run_node("FalColorCorrection", image=sample_image(48, 32, batch=3),
+                                settings=settings(cache="off"))
+    assert images.shape == (3, 32, 48, 3) and float(images.max()) > 0

@@ -278,8 +278,11 @@ async def assemble(items: list[WorkItem], settings: FalSettings,
         notes.append(f"{verb} NSFW-flagged {listed}")
 
     height, width = chosen[0][0].size(chosen[0][1])
-    out = torch.empty((len(chosen), height, width, 3), dtype=torch.float32)
-    resized = sum(await asyncio.gather(*(imaging.pixel_work(_place, out[i], result, n)
+    # Made and filled on the pixel threads: ComfyUI runs nodes under torch.inference_mode(),
+    # which is per thread, and a tensor made under it cannot be written from another thread.
+    out = await imaging.pixel_work(
+        lambda: torch.empty((len(chosen), height, width, 3), dtype=torch.float32))
+    resized = sum(await asyncio.gather(*(imaging.pixel_work(_place, out, i, result, n)
                                          for i, (result, n) in enumerate(chosen))))
     if resized:
         notes.append(f"{resized} result(s) of another size were cropped and resized to "
@@ -290,9 +293,10 @@ async def assemble(items: list[WorkItem], settings: FalSettings,
                      [i.result.extra or {} for i in items])
 
 
-def _place(slot: torch.Tensor, result: ItemResult, n: int) -> bool:
-    """Frame n of `result` into `slot` ([H,W,3] float), fitted as ComfyUI's Batch Images
+def _place(out: torch.Tensor, i: int, result: ItemResult, n: int) -> bool:
+    """Frame n of `result` into out[i] ([H,W,3] float), fitted as ComfyUI's Batch Images
     does if its size differs; True if it was."""
+    slot = out[i]
     frame = result.frame(n)
     height, width = slot.shape[:2]
     fitted = frame.shape[:2] != (height, width)
