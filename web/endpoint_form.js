@@ -106,10 +106,6 @@ function addForm(node) {
   const box = make("div", { class: "fal-form" });
   // Not in widgets_values: workflows load (and `arguments` works) without this extension.
   frontend.addDomWidget(node, "fal_form", "fal_form", box, {
-    serialize: false,
-    hideOnZoom: false,
-    getValue: () => "",
-    setValue: () => {},
     getMinHeight: () => 60,
     getMaxHeight: () => 420,
   });

@@ -319,10 +319,6 @@ function resultPanel(node) {
   const box = el("div", { class: "fal-result" });
   const height = () => resultPanelHeight(box.childElementCount);
   widget = frontend.addDomWidget(node, "fal_result", "fal_result", box, {
-    serialize: false,
-    hideOnZoom: false,
-    getValue: () => "",
-    setValue: () => {},
     getMinHeight: height,
     getMaxHeight: height,
     getHeight: height,
@@ -399,10 +395,6 @@ function addSwatches(node) {
   }
 
   frontend.addDomWidget(node, "colors_swatches", "fal_swatches", box, {
-    serialize: false,
-    hideOnZoom: false,
-    getValue: () => "",
-    setValue: () => {},
     getMinHeight: () => 32,
     getMaxHeight: () => 80,
   });

@@ -113,9 +113,19 @@ export function createFrontend({ app, api, doc = globalThis.document, win = glob
       return present();
     },
 
-    /** A DOM element as a node widget (both modes mount it as it is). */
-    addDomWidget(node, name, type, element, options) {
-      const widget = node.addDOMWidget(name, type, element, options);
+    /**
+     * A DOM element as a display-only node widget (both modes mount it as it is): it holds
+     * no value and is never saved, so workflows load and run without the pack's front end.
+     * `options` adds its sizes (getMinHeight, getMaxHeight, getHeight).
+     */
+    addDomWidget(node, name, type, element, options = {}) {
+      const widget = node.addDOMWidget(name, type, element, {
+        serialize: false,
+        hideOnZoom: false,
+        getValue: () => "",
+        setValue: () => {},
+        ...options,
+      });
       widget.serialize = false;   // not part of widgets_values: workflows load without the pack
       return widget;
     },
