@@ -30,6 +30,7 @@ class Uploads:
         self.done = 0
         self._in_flight: dict[str, asyncio.Task] = {}   # by pixel digest
         self._token: asyncio.Task | None = None
+        self._remembering: set[asyncio.Task] = set()    # upload memory writes under way
 
     async def urls_for(self, images: list[imaging.PreparedImage]) -> list[tuple[str, bool]]:
         """(URL fal can read, whether it was remembered from an earlier run), per image."""
@@ -45,6 +46,8 @@ class Uploads:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Finished uploads are remembered even if the run was stopped: fal has the files.
+        await asyncio.gather(*self._remembering, return_exceptions=True)
 
     async def _url_for(self, image: imaging.PreparedImage) -> tuple[str, bool]:
         # Off the loop: the lookup may wait on the cache's SQLite file.
@@ -69,5 +72,10 @@ class Uploads:
         name = f"comfyui-{image.digest[:12]}.{'jpg' if fmt == 'jpeg' else 'png'}"
         url = await self.client.upload(data, mime, file_name=name)
         self.done += 1
-        await asyncio.to_thread(caches.remember_upload, self.server, digest, url)
+        # Written to the upload memory beside the submit, not in front of it (a SQLite
+        # write off the loop); close() waits for it.
+        remembering = asyncio.create_task(
+            asyncio.to_thread(caches.remember_upload, self.server, digest, url))
+        self._remembering.add(remembering)
+        remembering.add_done_callback(self._remembering.discard)
         return url
