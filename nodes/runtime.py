@@ -37,7 +37,7 @@ from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, resolve_key
 from .spec import InputProblem
 from .stages.plan import WorkItem, build_payload, plan_items, with_image_urls
 from .stages.queue import FalQueue, ItemFailed
-from .stages.results import ResultFiles, assemble
+from .stages.results import OutputBatch, ResultFiles, assemble
 from .stages.upload import Uploads
 
 log = logging.getLogger("comfyui_fal_edit")
@@ -115,8 +115,10 @@ class Run:
         finally:
             ledger.release(self.hold)
 
-        # The frames are decoded into the batch on the pixel threads, off the loop.
-        answer = await assemble(self.items, self.settings, self.fail)
+        # The frames are decoded into the batch on the pixel threads, off the loop; fresh
+        # ones were placed as they arrived.
+        answer = await assemble(self.items, self.settings, self.fail,
+                                self.results.batch if self.results else None)
         outcome = self._outcome(answer.images, answer.urls, answer.notes)
         outcome.masks, outcome.results = answer.masks, answer.results
         self.report(force=True, final=outcome.status)
@@ -192,7 +194,8 @@ class Run:
                                    self.endpoint.limits)
             self.queue = FalQueue(client, self.endpoint.endpoint_id, self.settings.timeout_s,
                                   self.name)
-            self.results = ResultFiles(http, self.server, self.endpoint, self.destination)
+            self.results = ResultFiles(http, self.server, self.endpoint, self.destination,
+                                       OutputBatch(self.items))
             tasks = [asyncio.create_task(self._run_item(item)) for item in pending]
             try:
                 await self._supervise(tasks)

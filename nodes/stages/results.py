@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -40,11 +41,13 @@ class ResultFiles:
     """Downloads and decodes result files for one run (one HTTP client, one server)."""
 
     def __init__(self, http: Any, server: str, endpoint: Endpoint,
-                 destination: egress.Destination = egress.FAL) -> None:
+                 destination: egress.Destination = egress.FAL,
+                 batch: "OutputBatch | None" = None) -> None:
         self.http = http
         self.server = server
         self.endpoint = endpoint
         self.destination = destination
+        self.batch = batch             # where each frame goes as soon as it is decoded
         self.downloaded = 0            # bytes of result files this run, against MAX_RUN_BYTES
 
     async def collect(self, item: WorkItem, result: dict[str, Any]) -> ItemResult:
@@ -68,8 +71,8 @@ class ResultFiles:
                                  f"not fetched; run again, and check base_url if it persists")
         blobs = await asyncio.gather(*(self._download(u) for u in urls))
         try:
-            decoded = await asyncio.gather(*(imaging.pixel_work(self._decode, b, u)
-                                             for b, u in zip(blobs, urls)))
+            decoded = await asyncio.gather(*(imaging.pixel_work(self._decode, b, u, item.index, n)
+                                             for n, (b, u) in enumerate(zip(blobs, urls))))
         except imaging.TooManyPixels as exc:
             raise ItemFailed(f"a result image claims {exc} pixels, more than the "
                              f"{imaging.MAX_RESULT_PIXELS // 1_000_000} MP the pack decodes, "
@@ -93,14 +96,16 @@ class ResultFiles:
                           item.request_id, alphas, extra,
                           files=files, sizes=[size for _, size in decoded])
 
-    def _decode(self, blob: bytes, url: str) -> tuple[bytes, tuple[int, int]]:
+    def _decode(self, blob: bytes, url: str, index: int, n: int) -> tuple[bytes, tuple[int, int]]:
         """Check one result file by decoding it (in a worker thread), remember its URL by
         its pixels (a result fed into another fal node is then sent by URL, not uploaded
-        again), and return the file to keep (a file padded far past its pixels is kept as
-        those pixels) with the frame's size. The pixels themselves are not kept: they are
-        decoded again straight into the node's output batch."""
+        again), put the pixels in their place in the node's output batch, and return the
+        file to keep (a file padded far past its pixels is kept as those pixels) with the
+        frame's size. The decoded pixels are not kept beyond that."""
         frame = imaging.decode(blob)
         caches.remember_upload(self.server, imaging.pixel_digest(frame), url)
+        if self.batch is not None:
+            self.batch.offer(index, n, frame)
         return as_stored(blob, frame), (frame.shape[0], frame.shape[1])
 
     async def _download(self, url: str) -> bytes:
@@ -221,11 +226,62 @@ class Assembled:
         self.results = results      # each item's answer without image payloads
 
 
+class OutputBatch:
+    """The node's IMAGE batch, filled while the results arrive.
+
+    Each fresh frame is copied into its slot as soon as it is decoded (on a pixel thread),
+    so when the last result lands only its own frame is left to convert, and no frame is
+    decoded twice. Slots follow the items in input order, as many per item as it asked
+    for; the batch takes the size of the first frame that arrives. `assemble` uses it when
+    the answer fits that layout (every image arrived, none dropped, the first item's size)
+    and otherwise builds the batch afresh from the kept files."""
+
+    def __init__(self, items: list[WorkItem]) -> None:
+        self.first_slot: dict[int, int] = {}
+        total = 0
+        for item in items:
+            self.first_slot[item.index] = total
+            total += _asked_for(item.payload)
+        self.total = total
+        self.tensor: torch.Tensor | None = None
+        self.placed: set[int] = set()
+        self._lock = threading.Lock()
+
+    def offer(self, index: int, n: int, frame: np.ndarray) -> None:
+        """Frame n of item `index` into its slot, if it has the batch's size (pixel thread)."""
+        slot = self.first_slot.get(index, -1) + n
+        if not 0 <= slot < self.total:
+            return
+        with self._lock:
+            if self.tensor is None:
+                # Made on a pixel thread: ComfyUI runs nodes under torch.inference_mode(),
+                # which is per thread, and a tensor made under it can't be written from here.
+                self.tensor = torch.empty((self.total, *frame.shape[:2], 3),
+                                          dtype=torch.float32)
+            tensor = self.tensor
+        if tuple(frame.shape[:2]) != tuple(tensor.shape[1:3]):
+            return
+        tensor[slot].copy_(torch.from_numpy(frame)).div_(255.0)
+        with self._lock:
+            self.placed.add(slot)
+
+    def take(self, slots: list[int], height: int, width: int) -> torch.Tensor | None:
+        """The filled batch if the output is exactly its slots in order at its size, else
+        None (and it is let go, so a batch built afresh is not held beside it)."""
+        tensor, self.tensor = self.tensor, None
+        if tensor is None or slots != list(range(self.total)) or \
+                tuple(tensor.shape[1:3]) != (height, width):
+            return None
+        return tensor
+
+
 async def assemble(items: list[WorkItem], settings: FalSettings,
-                   fail: Callable[[str], Exception]) -> Assembled:
+                   fail: Callable[[str], Exception],
+                   batch: OutputBatch | None = None) -> Assembled:
     """Every item's frames as one batch in input order, or `fail(cause)` naming what is missing.
-    Each frame is decoded (or taken) straight into its place in the batch, on the pixel
-    threads, so the decoded frames of a batch are never all held beside the batch."""
+    Frames already placed in `batch` as they arrived stay there; the rest are decoded (or
+    taken) straight into their place, on the pixel threads, so the decoded frames of a
+    batch are never all held beside the batch."""
     total = len(items)
     notes: list[str] = []
     for item in items:   # after encoding: max_bytes may have shrunk an image too
@@ -247,6 +303,7 @@ async def assemble(items: list[WorkItem], settings: FalSettings,
         raise fail(f"{which} failed — {cause}{tail}")
 
     chosen: list[tuple[ItemResult, int]] = []
+    slots: list[int] = []               # each chosen frame's slot in `batch`
     alphas: list[np.ndarray | None] = []
     urls: list[str] = []
     flagged_at: list[str] = []
@@ -262,6 +319,7 @@ async def assemble(items: list[WorkItem], settings: FalSettings,
                 if settings.nsfw_policy == "drop flagged":
                     continue
             chosen.append((result, n))
+            slots.append(batch.first_slot.get(item.index, -1) + n if batch else -1)
             alphas.append(alpha)
             urls.append(url)
     if flagged_at:
@@ -278,12 +336,17 @@ async def assemble(items: list[WorkItem], settings: FalSettings,
         notes.append(f"{verb} NSFW-flagged {listed}")
 
     height, width = chosen[0][0].size(chosen[0][1])
-    # Made and filled on the pixel threads: ComfyUI runs nodes under torch.inference_mode(),
-    # which is per thread, and a tensor made under it cannot be written from another thread.
-    out = await imaging.pixel_work(
-        lambda: torch.empty((len(chosen), height, width, 3), dtype=torch.float32))
+    out = batch.take(slots, height, width) if batch is not None else None
+    placed = batch.placed if out is not None and batch is not None else set()
+    if out is None:
+        # Made and filled on the pixel threads: ComfyUI runs nodes under
+        # torch.inference_mode(), which is per thread, and a tensor made under it cannot
+        # be written from another thread.
+        out = await imaging.pixel_work(
+            lambda: torch.empty((len(chosen), height, width, 3), dtype=torch.float32))
     resized = sum(await asyncio.gather(*(imaging.pixel_work(_place, out, i, result, n)
-                                         for i, (result, n) in enumerate(chosen))))
+                                         for i, (result, n) in enumerate(chosen)
+                                         if i not in placed)))
     if resized:
         notes.append(f"{resized} result(s) of another size were cropped and resized to "
                      f"{width}x{height} to form one batch")
