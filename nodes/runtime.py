@@ -86,8 +86,15 @@ class Run:
     # the run, top to bottom -----------------------------------------------
     async def execute(self, payload: dict[str, Any], image_inputs: list[Any]) -> RunOutcome:
         try:
-            self.items = await imaging.pixel_work(plan_items, self.endpoint, payload,
-                                                  image_inputs, self.settings)
+            return await self._execute(payload, image_inputs)
+        finally:
+            self._release_inputs()
+
+    async def _execute(self, payload: dict[str, Any], image_inputs: list[Any]) -> RunOutcome:
+        try:
+            self.items = plan_items(self.endpoint, payload, image_inputs, self.settings)
+            # Every input named by its pixels (what caches and uploads go by), in parallel.
+            await imaging.identify_all([img for item in self.items for img in item.images])
             # Where the requests (and the key) go: fal, or a server the owner allowed.
             self.destination, self.owner_default = await asyncio.to_thread(
                 _destinations, self.settings.base_url)
@@ -123,6 +130,13 @@ class Run:
         outcome.masks, outcome.results = answer.masks, answer.results
         self.report(force=True, final=outcome.status)
         return outcome
+
+    def _release_inputs(self) -> None:
+        """Let go of input pixels kept for uploads that did not happen (cached, failed,
+        stopped): they count against a process-wide budget."""
+        for item in self.items:
+            for img in item.images:
+                img.release()
 
     async def _answer_from_cache(self) -> list[WorkItem]:
         """Name each item's request; take remembered answers; return the items fal must do."""

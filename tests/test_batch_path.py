@@ -1,16 +1,20 @@
-"""How a batch's pixels travel: each result decoded once, straight into the output batch."""
+"""How a batch's pixels travel: each input frame converted once, each result decoded once
+straight into the output batch, and the 8-bit pixels kept between naming and uploading
+given back whatever happens to the run."""
 
 from __future__ import annotations
 
 import asyncio
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import run_node, sample_image
 
-from comfyui_fal_edit.nodes import imaging
+from comfyui_fal_edit.nodes import imaging, pricing
 from comfyui_fal_edit.nodes.caches import ItemResult
+from comfyui_fal_edit.nodes.errors import FalNodeError
 from comfyui_fal_edit.nodes.settings import FalSettings
 from comfyui_fal_edit.nodes.stages import results as results_stage
 from comfyui_fal_edit.nodes.stages.plan import WorkItem
@@ -29,13 +33,16 @@ def counting(monkeypatch, module, name: str) -> list:
     return calls
 
 
-def test_each_result_is_decoded_once_straight_into_the_batch(fal, monkeypatch):
+def test_each_input_frame_is_converted_once_and_each_result_decoded_once(fal, monkeypatch):
+    conversions = counting(monkeypatch, imaging, "_frame_again")
     decodes = counting(monkeypatch, imaging, "decode")
     batch = sample_image(64, 48, batch=4, seed=3)
     images, _, _ = run_node("FalColorCorrection", image=batch, seed=10,
                             settings=FalSettings(cache="off"))
     assert images.shape == (4, 48, 64, 3)
+    assert len(conversions) == 4, "an input frame was converted to 8 bits more than once"
     assert len(decodes) == 4, "a result was decoded again to build the batch"
+    assert imaging.kept_pixel_bytes() == 0
     # The batch built as results arrived holds each item's own result, in input order.
     for i in range(4):
         single, _, _ = run_node("FalColorCorrection", image=batch[i:i + 1], seed=10 + i,
@@ -49,6 +56,44 @@ def test_cached_and_fresh_items_share_one_batch_in_order(fal):
     images, _, _ = run_node("FalColorCorrection", image=batch, seed=20)
     assert fal.state.count("submit") == 3, "the middle item should come from the cache"
     assert torch.equal(images[1], middle[0])
+    assert imaging.kept_pixel_bytes() == 0
+
+
+def test_kept_pixels_stay_within_the_process_budget(fal, monkeypatch):
+    frame_bytes = 48 * 64 * 3
+    monkeypatch.setattr(imaging, "KEEP_PIXELS_BYTES", 2 * frame_bytes)
+    peak = [0]
+    original_keep = imaging._keep
+
+    def keep(nbytes):
+        kept = original_keep(nbytes)
+        peak[0] = max(peak[0], imaging.kept_pixel_bytes())
+        return kept
+
+    monkeypatch.setattr(imaging, "_keep", keep)
+    conversions = counting(monkeypatch, imaging, "_frame_again")
+    images, _, _ = run_node("FalColorCorrection", image=sample_image(64, 48, batch=5),
+                            settings=FalSettings(cache="off"))
+    assert images.shape[0] == 5
+    assert peak[0] == 2 * frame_bytes, f"held {peak[0]} bytes, budget {2 * frame_bytes}"
+    assert len(conversions) > 5, "frames past the budget must be derived again for upload"
+    assert imaging.kept_pixel_bytes() == 0
+
+
+@pytest.mark.parametrize("where", ["before any upload", "while uploading"])
+def test_kept_pixels_are_given_back_when_the_run_fails(fal, where):
+    if where == "before any upload":       # the spend guard stops it after naming the images
+        asyncio.run(pricing.prices.refresh("price-test-key-1234", fal.base_url))
+        fal.reset()
+        chosen = FalSettings(cache="off", max_usd_per_prompt=0.01)
+    else:
+        fal.state.add_fault("upload", 500, times=50)
+        chosen = FalSettings(cache="off")
+    with pytest.raises(FalNodeError) as failure:
+        run_node("FalColorCorrection", image=sample_image(32, 32, batch=3), settings=chosen)
+    # Checked while the error's traceback still holds the run and its images: given back
+    # by the run itself, not by the garbage collector.
+    assert failure.traceback and imaging.kept_pixel_bytes() == 0
 
 
 # -- assembly from what arrived ----------------------------------------------------

@@ -74,7 +74,8 @@ def plan_items(endpoint: Endpoint, payload: dict[str, Any],
     frames: the first single-image slot that has frames makes one request per frame (the
     others give frame i to request i, or their one frame to every request); list slots
     send every frame of every socket in each request.
-    CPU work (every frame converted and hashed): run it with imaging.pixel_work."""
+    Cheap: sizes come from tensor shapes; the pixels are converted and hashed later
+    (imaging.identify_all)."""
     slots = endpoint.slots
     if not isinstance(image_inputs, dict):
         names = [name for slot in slots for name in slot.sockets]
