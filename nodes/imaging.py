@@ -354,6 +354,7 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 # A result larger than this is refused before its pixels are decoded: a 445 KB PNG can
 # claim 12000 x 12000 pixels (2.7 GB decoded). fal's largest outputs are far below it.
 MAX_RESULT_PIXELS = 100_000_000
+EXIF_ORIENTATION = 0x0112
 
 
 class TooManyPixels(ValueError):
@@ -374,15 +375,16 @@ def decode(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> np.ndarray:
         width, height = img.size
         if width * height > max_pixels:
             raise TooManyPixels(f"{width}x{height}")
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            img = ImageOps.exif_transpose(img)   # (a copy of the whole image: only if needed)
         if img.mode.startswith("I;16") or img.mode == "I":
             # 16-bit greyscale: map 0..65535 onto 0..255 rather than clip to white.
             wide = np.asarray(img, dtype=np.float32)
             img = Image.fromarray(np.clip(wide / 257.0 + 0.5, 0, 255).astype(np.uint8))
         if img.mode == "P" and "transparency" in img.info:
             img = img.convert("RGBA")
-        rgb = img.convert("RGB")
-        return np.asarray(rgb).copy()
+        rgb = img if img.mode == "RGB" else img.convert("RGB")
+        return np.array(rgb)      # writable (torch.from_numpy warns about a read-only array)
 
 
 def decode_alpha(data: bytes) -> np.ndarray | None:

@@ -70,6 +70,21 @@ def test_decode_any_mode_to_rgb(mode):
     assert out.shape == (6, 8, 3) and out.dtype == np.uint8
 
 
+@pytest.mark.parametrize("orientation, expected", [(1, (4, 6)), (6, (6, 4)), (3, (4, 6))])
+def test_decode_follows_the_exif_orientation(orientation, expected):
+    """A phone photo is stored sideways with an EXIF orientation; it decodes upright."""
+    pixels = np.zeros((4, 6, 3), dtype=np.uint8)
+    pixels[0, 0] = (255, 255, 255)                      # top-left marker
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG", exif=exif)
+    frame = imaging.decode(buf.getvalue())
+    assert frame.shape[:2] == expected and frame.flags.writeable
+    marker = {1: (0, 0), 6: (0, 3), 3: (3, 5)}[orientation]  # where top-left ends up
+    assert tuple(frame[marker]) == (255, 255, 255)
+
+
 def test_limits_downscale_keeps_aspect_ratio():
     frame = np.zeros((300, 5000, 3), dtype=np.uint8)
     prepared = imaging.prepare(frame, ImageLimits(max_side=4095, max_pixels=16_000_000))
