@@ -194,8 +194,18 @@ class Bench:
         removes a SIGINT handler, and Python 3.11 formats the main task's repr, tensors
         and all, while removing it: ~15 ms for a batch of 8, which ComfyUI never pays)."""
         inst = self.node(name)
-        coro = getattr(inst, inst.FUNCTION)(image=image, **values)
-        return outputs(self.prompt_worker.submit(asyncio.run, coro).result())
+        return outputs(self.in_prompt_worker(getattr(inst, inst.FUNCTION)(image=image, **values)))
+
+    def in_prompt_worker(self, coro):
+        """Await `coro` on a fresh event loop in the prompt-worker thread."""
+        return self.prompt_worker.submit(asyncio.run, coro).result()
+
+    @staticmethod
+    def settle() -> None:
+        """Called before each timed run: a full garbage collection, so collecting garbage
+        left by earlier runs (a generation-2 pass is ~80 ms in this process) is not
+        charged to whichever run it happens to land in."""
+        gc.collect()
 
     def log_mark(self) -> int:
         return self.emu.log_length()
@@ -269,18 +279,19 @@ class Bench:
         # warm-up: imports (fal_client, httpx), thread pools, first connections
         self.caches.clear()
         self.run_node(image, settings=off)
-        asyncio.run(self.raw_once(image))
+        self.in_prompt_worker(self.raw_once(image))
         node_t, raw_t, node_lag, raw_lag = [], [], [], []
         up_node = up_raw = 0
         for i in range(self.n):
             for which in (("node", "raw") if i % 2 == 0 else ("raw", "node")):
                 self.caches.clear()        # both must really upload
                 mark = self.log_mark()
+                self.settle()
                 t0 = time.perf_counter()
                 if which == "node":
                     out = self.run_node(image, settings=off)[0]
                 else:
-                    out = asyncio.run(self.raw_once(image))
+                    out = self.in_prompt_worker(self.raw_once(image))
                 dt = time.perf_counter() - t0
                 assert out.shape == (1, 1024, 1024, 3), out.shape
                 entries = self.emu.log(mark)
@@ -319,10 +330,14 @@ class Bench:
         times = {k: [] for k in labels}
         at_fal = {k: [] for k in labels}                 # submit -> finished, per request
         peak_live = {}
+        for img, settings in labels.values():             # warm-up: threads, arenas, clients
+            self.caches.clear()
+            self.run_node(img, settings=settings, seed=99)
         for i in range(reps):
             for label, (img, settings) in labels.items():
                 self.caches.clear()
                 mark = self.log_mark()
+                self.settle()
                 t0 = time.perf_counter()
                 out = self.run_node(img, settings=settings, seed=i)[0]
                 times[label].append(time.perf_counter() - t0)
@@ -339,9 +354,10 @@ class Bench:
         r4 = med(times["b8c4"]) / med(times["b1"])
         d = self.FalSettings().concurrency
         self.row("batch", f"batch of 1, 1 MP, fal latency {LATENCY_S:g}s (median s)",
-                 f"{med(times['b1']):.3f}")
+                 f"{med(times['b1']):.3f}  [{min(times['b1']):.3f}..{max(times['b1']):.3f}]")
         self.row("batch", f"batch of 8, default settings (concurrency={d}) (median s)",
-                 f"{med(times['b8']):.3f}  (peak {peak_live['b8']} at fal)")
+                 f"{med(times['b8']):.3f}  [{min(times['b8']):.3f}..{max(times['b8']):.3f}]"
+                 f"  (peak {peak_live['b8']} at fal)")
         self.row("batch", "batch of 8, concurrency=4 (median s)",
                  f"{med(times['b8c4']):.3f}  (peak {peak_live['b8c4']} at fal)")
         self.row("batch", "time at fal per request, submit -> finished (median s): 1 / 8 / 8c4",
@@ -390,17 +406,19 @@ class Bench:
                      for i, img in enumerate(imgs)]
             return await asyncio.gather(*calls)
 
-        asyncio.run(comfy_list(images[:1]))               # warm-up
+        self.in_prompt_worker(comfy_list(images[:1]))     # warm-up
         single, many = [], []
         for _ in range(max(2, self.n - 2)):
             self.caches.clear()
+            self.settle()
             t0 = time.perf_counter()
-            asyncio.run(comfy_list(images[:1]))
+            self.in_prompt_worker(comfy_list(images[:1]))
             single.append(time.perf_counter() - t0)
             self.caches.clear()
             mark = self.log_mark()
+            self.settle()
             t0 = time.perf_counter()
-            outs = asyncio.run(comfy_list(images))
+            outs = self.in_prompt_worker(comfy_list(images))
             many.append(time.perf_counter() - t0)
             assert len(outs) == count
             entries = self.emu.log(mark)
