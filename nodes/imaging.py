@@ -183,7 +183,7 @@ def prepare_frames(images: torch.Tensor, where: str, limits: ImageLimits) -> lis
     """Every frame of an IMAGE batch as an image fitted to `limits`, without touching its
     pixels: its size comes from the tensor's shape, and its pixels (checked for NaN) and
     their digest are derived when first asked for — by `identify_all`, on every pixel
-    thread at once. The images keep no pixels until they are uploaded (see PreparedImage)."""
+    thread at once (see PreparedImage for how long the pixels are kept)."""
     images = _checked_batch(images, where)
     height, width = images.shape[1:3]
     size = fitted_size(width, height, limits)
