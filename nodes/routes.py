@@ -382,51 +382,30 @@ def _spend_answer() -> dict[str, Any]:
 def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
     """Put the key routes on `routes` (ComfyUI's PromptServer.instance.routes, or a test app's)."""
 
+    # The key file and the owner's settings are files under a lock another process may
+    # hold: these routes run on ComfyUI's own event loop, so they read and write them in a
+    # worker thread.
+
     @routes.get(PREFIX)
     @same_origin_only
     async def fal_keys_list(request: web.Request) -> web.Response:
-        listing = _listing_or_error()
+        listing = await asyncio.to_thread(_listing_or_error)
         return listing if isinstance(listing, web.Response) else web.json_response(listing)
 
     @routes.post(PREFIX)
     @same_origin_only
     async def fal_keys_add(request: web.Request) -> web.Response:
         body = await _json_body(request, '{"name": "...", "key": "..."}')
-        try:
-            name = keystore.check_name(_string(body, "name"))
-            key = keystore.check_key(_string(body, "key"))
-            replaced = name in keystore.names()
-            keystore.add(name, key)
-        except keystore.KeyStoreError as exc:
-            return _error(400, str(exc))
-        except OSError as exc:
-            return _error(500, f"the key file {keystore.key_file()} cannot be written "
-                               f"({type(exc).__name__}); check the permissions of that folder")
-        log.info("fal key '%s' %s in the key store", name, "replaced" if replaced else "saved")
-        listing = _listing_or_error()
-        if isinstance(listing, web.Response):
-            return listing
-        return web.json_response({**listing, "added": name, "replaced": replaced},
-                                 status=200 if replaced else 201)
+        return await asyncio.to_thread(_add_key, body)
 
     @routes.post(PREFIX + "/test")
     @same_origin_only
     async def fal_keys_test(request: web.Request) -> web.Response:
         body = await _json_body(request, '{"name": "..."}')
-        raw = _string(body, "name").strip()
-        if raw == ENV_CHOICE:
-            key = _env_key()
-            if not key:
-                return _error(404, "the FAL_KEY environment variable is not set for this ComfyUI")
-            name = raw
-        else:
-            try:
-                name = keystore.check_name(raw)
-                key = keystore.get(name)
-            except keystore.KeyStoreError as exc:
-                return _error(400, str(exc))
-            if not key:
-                return _error(404, f"no fal key named '{name}' is saved")
+        found = await asyncio.to_thread(_key_to_test, _string(body, "name").strip())
+        if isinstance(found, web.Response):
+            return found
+        name, key = found
         result, message = await check_key_with_fal(key)
         log.info("fal key '%s' tested: %s", name, result)
         return web.json_response({"name": name, "result": result, "message": message})
@@ -434,21 +413,7 @@ def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
     @routes.delete(PREFIX + "/{name}")
     @same_origin_only
     async def fal_keys_delete(request: web.Request) -> web.Response:
-        try:
-            name = keystore.check_name(request.match_info["name"])
-            deleted = keystore.delete(name)
-        except keystore.KeyStoreError as exc:
-            return _error(400, str(exc))
-        except OSError as exc:
-            return _error(500, f"the key file {keystore.key_file()} cannot be written "
-                               f"({type(exc).__name__}); check the permissions of that folder")
-        if not deleted:
-            return _error(404, f"no fal key named '{name}' is saved")
-        log.info("fal key '%s' deleted from the key store", name)
-        listing = _listing_or_error()
-        if isinstance(listing, web.Response):
-            return listing
-        return web.json_response({**listing, "deleted": name})
+        return await asyncio.to_thread(_delete_key, request.match_info["name"])
 
     @routes.get("/fal/prices")
     @same_origin_only
@@ -465,7 +430,7 @@ def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
     @same_origin_only
     async def fal_catalogue(request: web.Request) -> web.Response:
         """One catalogue endpoint's schema, for fal Image Endpoint's form (a local file)."""
-        answer = _catalogue_answer(request.match_info["endpoint_id"])
+        answer = await asyncio.to_thread(_catalogue_answer, request.match_info["endpoint_id"])
         if answer is None:
             return _error(404, f"'{request.match_info['endpoint_id']}' is not in the catalogue")
         return web.json_response(answer)
@@ -478,8 +443,8 @@ def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
     @routes.get("/fal/server-settings")
     @same_origin_only
     async def fal_server_settings(request: web.Request) -> web.Response:
-        return web.json_response(_server_settings_answer(server_settings.load()),
-                                 headers={"Cache-Control": "no-store"})
+        answer = await asyncio.to_thread(lambda: _server_settings_answer(server_settings.load()))
+        return web.json_response(answer, headers={"Cache-Control": "no-store"})
 
     @routes.post("/fal/server-settings")
     @same_origin_only
@@ -487,17 +452,77 @@ def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
         body = await _json_body(request, '{"allowed_servers": [...], "max_usd_per_prompt": 5, '
                                          '...}')
         body.pop("spent_today", None)   # read-only; a panel may send back what it got
-        try:
-            updated = server_settings.update(body)
-        except (server_settings.SettingsError, keystore.KeyStoreError) as exc:
-            return _error(400, str(exc))
-        except OSError as exc:
-            return _error(500, f"{server_settings.path()} cannot be written "
-                               f"({type(exc).__name__}); check the permissions of that folder")
-        log.info("fal server settings changed: %s", ", ".join(sorted(body)))
-        return web.json_response(_server_settings_answer(updated))
+        return await asyncio.to_thread(_update_server_settings, body)
 
     return routes
+
+
+# What the key and settings routes do with the files, in a worker thread; each returns the
+# route's answer.
+
+def _add_key(body: dict[str, Any]) -> web.Response:
+    try:
+        name = keystore.check_name(_string(body, "name"))
+        key = keystore.check_key(_string(body, "key"))
+        replaced = name in keystore.names()
+        keystore.add(name, key)
+    except keystore.KeyStoreError as exc:
+        return _error(400, str(exc))
+    except OSError as exc:
+        return _error(500, f"the key file {keystore.key_file()} cannot be written "
+                           f"({type(exc).__name__}); check the permissions of that folder")
+    log.info("fal key '%s' %s in the key store", name, "replaced" if replaced else "saved")
+    listing = _listing_or_error()
+    if isinstance(listing, web.Response):
+        return listing
+    return web.json_response({**listing, "added": name, "replaced": replaced},
+                             status=200 if replaced else 201)
+
+
+def _key_to_test(raw: str) -> tuple[str, str] | web.Response:
+    if raw == ENV_CHOICE:
+        key = _env_key()
+        if not key:
+            return _error(404, "the FAL_KEY environment variable is not set for this ComfyUI")
+        return raw, key
+    try:
+        name = keystore.check_name(raw)
+        key = keystore.get(name)
+    except keystore.KeyStoreError as exc:
+        return _error(400, str(exc))
+    if not key:
+        return _error(404, f"no fal key named '{name}' is saved")
+    return name, key
+
+
+def _delete_key(raw: str) -> web.Response:
+    try:
+        name = keystore.check_name(raw)
+        deleted = keystore.delete(name)
+    except keystore.KeyStoreError as exc:
+        return _error(400, str(exc))
+    except OSError as exc:
+        return _error(500, f"the key file {keystore.key_file()} cannot be written "
+                           f"({type(exc).__name__}); check the permissions of that folder")
+    if not deleted:
+        return _error(404, f"no fal key named '{name}' is saved")
+    log.info("fal key '%s' deleted from the key store", name)
+    listing = _listing_or_error()
+    if isinstance(listing, web.Response):
+        return listing
+    return web.json_response({**listing, "deleted": name})
+
+
+def _update_server_settings(body: dict[str, Any]) -> web.Response:
+    try:
+        updated = server_settings.update(body)
+    except (server_settings.SettingsError, keystore.KeyStoreError) as exc:
+        return _error(400, str(exc))
+    except OSError as exc:
+        return _error(500, f"{server_settings.path()} cannot be written "
+                           f"({type(exc).__name__}); check the permissions of that folder")
+    log.info("fal server settings changed: %s", ", ".join(sorted(body)))
+    return web.json_response(_server_settings_answer(updated))
 
 
 def _server_settings_answer(values: dict[str, Any]) -> dict[str, Any]:

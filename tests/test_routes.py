@@ -357,3 +357,43 @@ async def test_a_key_file_of_the_wrong_shape_is_one_sentence(client, seen, key_f
     assert status == 400 and "nothing was changed" in answer["error"]
     assert key_file.read_text() == '{"keys": null}'
     assert FalKey.INPUT_TYPES()["required"]["key_name"][0] == [ENV_CHOICE]
+
+
+# -- off ComfyUI's event loop ---------------------------------------------------------
+
+@pytest.mark.asyncio
+async def test_key_and_settings_files_are_touched_off_the_event_loop(client, seen, key_file,
+                                                                     monkeypatch):
+    """The routes run on ComfyUI's own event loop; the key file and the owner's settings sit
+    under a lock another process may hold for seconds, so no read or write of them (nor of
+    the catalogue file) may happen on the loop's thread."""
+    import threading
+
+    from comfyui_fal_edit.nodes import catalogue
+
+    loop_thread = threading.current_thread()
+    on_loop: list[str] = []
+
+    def watched(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            if threading.current_thread() is loop_thread:
+                on_loop.append(f"{module.__name__.rsplit('.', 1)[-1]}.{name}")
+            return original(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    for name in ("read_json", "write_private_json", "locked"):
+        watched(keystore, name)
+    watched(catalogue, "entry")
+    calls = [("POST", "/fal/keys", {"name": "studio", "key": GOOD_KEY}),
+             ("GET", "/fal/keys", None),
+             ("POST", "/fal/keys/test", {"name": "nobody"}),
+             ("DELETE", "/fal/keys/studio", None),
+             ("GET", "/fal/server-settings", None),
+             ("POST", "/fal/server-settings", {"max_usd_per_day": 12}),
+             ("GET", "/fal/catalogue/fal-ai/image-editing/color-correction", None)]
+    for method, path, body in calls:
+        status, _ = await call(client, seen, method, path, body)
+        assert status < 500, (method, path)
+    assert not on_loop, f"on the event loop: {sorted(set(on_loop))}"
