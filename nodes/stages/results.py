@@ -261,7 +261,7 @@ class OutputBatch:
             tensor = self.tensor
         if tuple(frame.shape[:2]) != tuple(tensor.shape[1:3]):
             return
-        tensor[slot].copy_(torch.from_numpy(frame)).div_(255.0)
+        fill(tensor[slot], frame)
         with self._lock:
             self.placed.add(slot)
 
@@ -365,7 +365,7 @@ def _place(out: torch.Tensor, i: int, result: ItemResult, n: int) -> bool:
     fitted = frame.shape[:2] != (height, width)
     if fitted:
         frame = imaging.fit_like_batch_images(frame, width, height)
-    slot.copy_(torch.from_numpy(frame)).div_(255.0)
+    fill(slot, frame)
     return fitted
 
 
@@ -383,12 +383,17 @@ def stack_masks(alphas: list[np.ndarray | None], width: int, height: int) -> tor
     return out
 
 
+def fill(slot: torch.Tensor, frame: np.ndarray) -> None:
+    """An H x W x 3 uint8 frame into its [H,W,3] float slot of a batch, as 0..1 values."""
+    slot.copy_(torch.from_numpy(frame)).div_(255.0)
+
+
 def stack(frames: list[np.ndarray]) -> torch.Tensor:
     """Equal-sized uint8 frames -> one [B,H,W,3] float32 tensor, without an extra batch copy."""
     h, w = frames[0].shape[:2]
     out = torch.empty((len(frames), h, w, 3), dtype=torch.float32)
     for i, frame in enumerate(frames):
-        out[i].copy_(torch.from_numpy(frame)).div_(255.0)
+        fill(out[i], frame)
     return out
 
 
