@@ -9,6 +9,9 @@ on one event loop. Each call is a `Run`; they share:
 - per event loop, one fal client per key and server and one download client
   (`LoopClients`): opening an HTTP client loads the CA bundle, ~30 ms of CPU on
   the loop, which 64 calls would otherwise pay 64 times.
+
+And one rule for waiting with a deadline (`within`), because asyncio's own
+`wait_for` can lose a cancel on the Pythons we support.
 """
 
 from __future__ import annotations
@@ -18,7 +21,30 @@ import threading
 import weakref
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, Hashable
+from typing import Any, AsyncIterator, Awaitable, Callable, Hashable, TypeVar
+
+T = TypeVar("T")
+
+
+async def within(awaitable: Awaitable[T], timeout_s: float) -> T:
+    """`asyncio.wait_for` without its flaw on Python 3.10 and 3.11: there, a task cancelled
+    just as the awaited thing finishes gets the result and never sees the cancel
+    (CPython gh-86296). An interrupt that landed as a status arrived from fal would then
+    leave the request running, and billed, to its end. Here the cancel always wins.
+
+    Raises asyncio.TimeoutError after `timeout_s`. Whether cancelled or out of time, the
+    awaited thing is cancelled and waited for, so its own clean-up (a submit still
+    learning its request id) is done before this returns."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout_s)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if not done:
+        raise asyncio.TimeoutError
+    return task.result()
 
 
 class ProcessBudget:

@@ -27,7 +27,7 @@ import torch
 
 from . import egress, imaging, server_settings
 from .caches import caches, request_key
-from .concurrency import budget, loop_clients
+from .concurrency import budget, loop_clients, within
 from .endpoints import Endpoint
 from .errors import FalNodeError, redact
 from .fal_transport import close_fal_client, fal_client_for_run, http_client
@@ -260,7 +260,7 @@ class Run:
         try:
             async with budget.slot(self.settings.concurrency):
                 try:
-                    await asyncio.wait_for(self._stages(item), self.settings.timeout_s)
+                    await within(self._stages(item), self.settings.timeout_s)
                 except asyncio.TimeoutError:
                     raise ItemFailed(f"did not finish within {self.settings.timeout_s:g}s and "
                                      f"was cancelled; raise the timeout in fal Settings") from None

@@ -106,3 +106,55 @@ def test_a_cancelled_call_gives_back_its_place_in_the_budget(fal):
     asyncio.run(cancel_while_others_wait())
     assert budget.in_flight == 0 and not budget._waiting
     assert fal.state.count("cancel") == 1 and fal.state.count("submit") == 1
+
+
+def test_a_cancel_that_lands_as_the_awaited_thing_finishes_is_not_lost():
+    """Python 3.10/3.11's asyncio.wait_for returns the result and drops the cancel when both
+    happen in one loop turn (CPython gh-86296): a stream event arriving with the user's
+    interrupt then let the fal request run, and bill, to its end. `within` keeps the cancel."""
+    from comfyui_fal_edit.nodes.concurrency import within
+
+    async def cancel_as_it_finishes(wait) -> str:
+        arrived = asyncio.get_running_loop().create_future()
+        waiter = asyncio.create_task(wait(arrived, 5))
+        await asyncio.sleep(0)              # the waiter is now waiting
+        arrived.set_result("a status from fal")
+        waiter.cancel()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert asyncio.run(cancel_as_it_finishes(within)) == "cancelled"
+
+
+def test_within_times_out_and_stops_what_it_waited_for():
+    from comfyui_fal_edit.nodes.concurrency import within
+
+    async def slow_then_quick() -> tuple[bool, str]:
+        stopped = asyncio.Event()
+
+        async def slow() -> None:
+            try:
+                await asyncio.sleep(10)
+            finally:
+                stopped.set()
+
+        try:
+            await within(slow(), 0.05)
+        except asyncio.TimeoutError:
+            pass
+        return stopped.is_set(), await within(asyncio.sleep(0, "quick"), 1)
+
+    assert asyncio.run(slow_then_quick()) == (True, "quick")
+
+
+def test_the_runtime_waits_with_deadlines_only_through_within():
+    """One place decides how a deadline meets a cancel: a plain asyncio.wait_for in the
+    runtime would bring the lost-cancel race back."""
+    from pathlib import Path
+
+    nodes_dir = Path(pack.__file__).parent / "nodes"
+    offenders = [str(p.relative_to(nodes_dir)) for p in nodes_dir.rglob("*.py")
+                 if "asyncio.wait_for(" in p.read_text(encoding="utf-8")]
+    assert offenders == []

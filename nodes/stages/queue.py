@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from ..caches import caches
+from ..concurrency import within
 from .plan import WorkItem
 
 log = logging.getLogger("comfyui_fal_edit")
@@ -100,7 +101,7 @@ class FalQueue:
         async def cancel(item: WorkItem) -> None:
             item.cancel_sent = True
             try:
-                await asyncio.wait_for(item.handle.cancel(), CANCEL_GRACE_S)
+                await within(item.handle.cancel(), CANCEL_GRACE_S)
                 item.state = "cancelled"
             except Exception as exc:  # already finished, or fal unreachable
                 log.info("%s: could not cancel request %s: %s", self.name, item.request_id,
@@ -125,7 +126,7 @@ class FalQueue:
             raise
         except asyncio.CancelledError:
             try:
-                item.handle = await asyncio.wait_for(submit, CANCEL_GRACE_S)
+                item.handle = await within(submit, CANCEL_GRACE_S)
             except BaseException:
                 pass
             raise
@@ -163,7 +164,7 @@ class FalQueue:
         try:
             while True:
                 try:
-                    status = await asyncio.wait_for(events.get(), STREAM_SILENCE_S)
+                    status = await within(events.get(), STREAM_SILENCE_S)
                 except asyncio.TimeoutError:
                     polled = await again_on_5xx(lambda: item.handle.status(with_logs=False))
                     if type(polled) is not type(last):
