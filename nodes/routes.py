@@ -259,6 +259,9 @@ STARTUP_DELAY_S = 5.0
 PRICE_RETRY_S = pricing.PRICE_RETRY_S
 # The process's one price refresh (shared with the runs, so one back-off for all).
 price_refresh = pricing.price_refresh
+# Price tasks started in the background, held until they end (the loop keeps only weak
+# references to tasks).
+_price_tasks: set[asyncio.Task] = set()
 
 
 def price_key() -> str | None:
@@ -278,31 +281,43 @@ def price_key() -> str | None:
     return None
 
 
-def schedule_price_refresh(force: bool = False) -> asyncio.Task | None:
-    """Start a background refresh on the running loop when prices are stale.
-
-    Never waits for it. Returns the task (the running one if there is one), or
-    None when nothing is needed or possible (fresh, no key, a recent failure).
-    """
-    if price_refresh.running():
-        return price_refresh.task
-    if not force and (pricing.prices.fresh() or price_refresh.backing_off()):
-        return None
+def price_caller() -> tuple[egress.Destination, str | None] | None:
+    """Where price calls go (fal, or the owner's own server) and the key they carry (None
+    through a proxy, or when there is none); None if the owner's settings can't be used.
+    Reads the owner's settings and the key file: call it in a worker thread."""
     try:
         destination = egress.owner_default()
     except egress.EgressRefused as exc:
         log.warning("fal prices: %s", exc)
         return None
-    return price_refresh.start(price_key() if destination.sends_key else None, destination,
-                               force)
+    return destination, (price_key() if destination.sends_key else None)
+
+
+async def schedule_price_refresh(force: bool = False) -> asyncio.Task | None:
+    """Start a background refresh on the running loop when prices are stale.
+
+    Never waits for the refresh itself, only for the files that say where it goes.
+    Returns the task (the running one if there is one), or None when nothing is
+    needed or possible (fresh, no key, a recent failure).
+    """
+    if price_refresh.running():
+        return price_refresh.task
+    # The price file is read on first use: off the loop, like the settings and keys.
+    if not force and await asyncio.to_thread(
+            lambda: pricing.prices.fresh() or price_refresh.backing_off()):
+        return None
+    caller = await asyncio.to_thread(price_caller)
+    if caller is None:
+        return None
+    destination, key = caller
+    return price_refresh.start(key, destination, force)
 
 
 def _prices_answer() -> dict[str, Any]:
-    from . import pricing
+    """The price table for the badges (the price file is read on first use: call it in a
+    worker thread)."""
     from .endpoints import ENDPOINTS
     fresh = pricing.prices.fresh()
-    if not fresh:
-        schedule_price_refresh()
     return {
         "prices": pricing.prices.table(),
         "fresh": fresh,
@@ -331,27 +346,33 @@ def _catalogue_answer(endpoint_id: str) -> dict[str, Any] | None:
             "alternatives": catalogue.alternatives(endpoint_id) if entry.get("retired") else []}
 
 
-_price_lookups: set[asyncio.Task] = set()
 PRICE_LOOKUP_WAIT_S = 3.0
 
 
-def schedule_price_lookup(endpoint_id: str) -> asyncio.Task | None:
-    """Ask fal for one catalogue endpoint's price in the background (once per session)."""
-    from . import catalogue, pricing
-    if catalogue.entry(endpoint_id) is None or pricing.prices.price(endpoint_id) is not None:
-        return None
-    try:
-        destination = egress.owner_default()
-    except egress.EgressRefused:
-        return None
-    key = price_key() if destination.sends_key else None
+async def schedule_price_lookups(endpoint_ids: list[str]) -> list[asyncio.Task]:
+    """Ask fal, in the background, for the prices of the catalogue endpoints among
+    `endpoint_ids` that have none yet; returns the lookups started."""
+    from . import catalogue
+
+    def unpriced() -> tuple[list[str], Any]:
+        # The catalogue and price files are read on first use, the key file each time.
+        wanted = [e for e in dict.fromkeys(endpoint_ids)
+                  if catalogue.entry(e) is not None and pricing.prices.price(e) is None]
+        return wanted, (price_caller() if wanted else None)
+
+    wanted, caller = await asyncio.to_thread(unpriced)
+    if not wanted or caller is None:
+        return []
+    destination, key = caller
     if key is None and destination.sends_key:
-        return None
-    task = asyncio.get_running_loop().create_task(
-        pricing.prices.fetch_one(key, destination, endpoint_id))
-    _price_lookups.add(task)
-    task.add_done_callback(_price_lookups.discard)
-    return task
+        return []
+    loop = asyncio.get_running_loop()
+    lookups = [loop.create_task(pricing.prices.fetch_one(key, destination, endpoint_id))
+               for endpoint_id in wanted]
+    for task in lookups:
+        _price_tasks.add(task)
+        task.add_done_callback(_price_tasks.discard)
+    return lookups
 
 
 def _spend_answer() -> dict[str, Any]:
@@ -420,11 +441,12 @@ def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
     async def fal_prices(request: web.Request) -> web.Response:
         # fal Image Endpoint's chosen endpoint: its price is asked for (once per session),
         # and this answer waits a little for it.
-        lookups = [t for t in map(schedule_price_lookup, request.query.getall("endpoint_id", [])[:8])
-                   if t is not None]
+        lookups = await schedule_price_lookups(request.query.getall("endpoint_id", [])[:8])
         if lookups:
             await asyncio.wait(lookups, timeout=PRICE_LOOKUP_WAIT_S)
-        return web.json_response(_prices_answer(), headers={"Cache-Control": "no-store"})
+        await schedule_price_refresh()   # only when stale; never awaited
+        answer = await asyncio.to_thread(_prices_answer)
+        return web.json_response(answer, headers={"Cache-Control": "no-store"})
 
     @routes.get("/fal/catalogue/{endpoint_id:.+}")
     @same_origin_only
@@ -560,7 +582,9 @@ def schedule_startup_refresh(app: web.Application | None,
     starts), "call_later" (the server already runs), or "" (no way to schedule).
     """
     def start() -> None:
-        schedule_price_refresh()
+        task = asyncio.get_running_loop().create_task(schedule_price_refresh())
+        _price_tasks.add(task)
+        task.add_done_callback(_price_tasks.discard)
 
     async def on_startup(_app: web.Application) -> None:
         asyncio.get_running_loop().call_later(STARTUP_DELAY_S, start)

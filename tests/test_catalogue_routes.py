@@ -40,7 +40,7 @@ async def test_asking_for_a_catalogue_endpoints_price_fetches_it_once(client, se
     status, body = await get(client, seen, f"/fal/prices?endpoint_id={SEEDREAM}")
     assert body["nodes"]["FalImageEndpoint"]["endpoint_widget"] == "endpoint"
     assert body["prices"][SEEDREAM]   # the answer waited for the lookup
-    await asyncio.gather(*routes._price_lookups)
+    await asyncio.gather(*routes._price_tasks)
     status, body = await get(client, seen, f"/fal/prices?endpoint_id={SEEDREAM}")
     assert {k: body["prices"][SEEDREAM][k] for k in ("unit_price", "unit", "source")} == \
         {"unit_price": 0.04, "unit": "image", "source": "fal"}

@@ -379,14 +379,31 @@ async def test_key_and_settings_files_are_touched_off_the_event_loop(client, see
 
         def wrapper(*args, **kwargs):
             if threading.current_thread() is loop_thread:
-                on_loop.append(f"{module.__name__.rsplit('.', 1)[-1]}.{name}")
+                owner = getattr(module, "__name__", type(module).__name__)
+                on_loop.append(f"{owner.rsplit('.', 1)[-1]}.{name}")
             return original(*args, **kwargs)
         monkeypatch.setattr(module, name, wrapper)
 
     for name in ("read_json", "write_private_json", "locked"):
         watched(keystore, name)
     watched(catalogue, "entry")
+    # Prices: stale and unread, so /fal/prices reads the price file, the owner's settings
+    # and the key file to start a refresh and a lookup. Neither is sent anywhere here.
+    from comfyui_fal_edit.nodes import pricing
+    monkeypatch.delenv("FAL_KEY", raising=False)
+    pricing.prices.clear()
+    watched(pricing.prices, "_load_disk")
+    started: list[str] = []
+
+    async def look_up(key, destination, endpoint_id):
+        started.append(f"lookup {endpoint_id} with {'a key' if key else 'no key'}")
+
+    monkeypatch.setattr(pricing.prices, "fetch_one", look_up)
+    monkeypatch.setattr(pricing.price_refresh, "start", lambda key, destination, force=False:
+                        started.append(f"refresh with {'a key' if key else 'no key'}"))
+    seedream = "fal-ai/bytedance/seedream/v4.5/edit"   # in the catalogue, no shipped price
     calls = [("POST", "/fal/keys", {"name": "studio", "key": GOOD_KEY}),
+             ("GET", f"/fal/prices?endpoint_id={seedream}&endpoint_id=fal-ai/flux/dev", None),
              ("GET", "/fal/keys", None),
              ("POST", "/fal/keys/test", {"name": "nobody"}),
              ("DELETE", "/fal/keys/studio", None),
@@ -397,3 +414,6 @@ async def test_key_and_settings_files_are_touched_off_the_event_loop(client, see
         status, _ = await call(client, seen, method, path, body)
         assert status < 500, (method, path)
     assert not on_loop, f"on the event loop: {sorted(set(on_loop))}"
+    # The price work did reach the files (the saved key) and started what it should.
+    assert started == [f"lookup {seedream} with a key",
+                       "refresh with a key"]
