@@ -228,13 +228,14 @@ class PriceBook:
         we have and log one warning."""
         from . import egress
         from .endpoints import ENDPOINTS
-        from .fal_transport import http_client
+        from .fal_transport import http_client, tls_context
         if destination is None or isinstance(destination, str):
             destination = egress.Destination("server", egress.normalize(destination)) \
                 if destination else egress.FAL
         ids = endpoint_ids or [e.endpoint_id for e in ENDPOINTS]
         headers = {"Authorization": f"Key {key}"} if key and destination.sends_key else {}
         try:
+            await asyncio.to_thread(tls_context)   # read from disk the first time: off the loop
             async with http_client(timeout=timeout,
                                    transport=egress.egress_transport(destination)) as http:
                 response = await http.get(FAL_PRICING_URL, headers=headers,
@@ -259,9 +260,11 @@ class PriceBook:
         if path is None:
             return True
         from .keystore import write_private_json
-        try:
-            write_private_json(path, {"fetched_at": self._fetched_at, "prices": {
-                k: {"unit_price": v.unit_price, "unit": v.unit} for k, v in prices.items()}})
+        try:   # off the loop: this may run on ComfyUI's own
+            await asyncio.to_thread(write_private_json, path, {
+                "fetched_at": self._fetched_at,
+                "prices": {k: {"unit_price": v.unit_price, "unit": v.unit}
+                           for k, v in prices.items()}})
         except OSError:
             pass
         return True
@@ -272,13 +275,14 @@ class PriceBook:
         (from fal, or the owner's server in its place: `destination`, as in refresh) and
         kept in memory beside the table; None when the price list has none."""
         from . import egress
-        from .fal_transport import http_client
+        from .fal_transport import http_client, tls_context
         with self._lock:
             if endpoint_id in self._asked:
                 return self._prices.get(endpoint_id)
             self._asked.add(endpoint_id)
         headers = {"Authorization": f"Key {key}"} if key and destination.sends_key else {}
         try:
+            await asyncio.to_thread(tls_context)
             async with http_client(timeout=timeout,
                                    transport=egress.egress_transport(destination)) as http:
                 response = await http.get(FAL_PRICING_URL, headers=headers,

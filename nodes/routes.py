@@ -198,8 +198,9 @@ def key_test_destination() -> egress.Destination:
     return destination if destination.sends_key else egress.FAL
 
 
-def rest_url() -> str:
-    return key_test_destination().route(FAL_REST_URL + "/")[0].rstrip("/")
+def rest_url(destination: egress.Destination | None = None) -> str:
+    destination = destination or key_test_destination()
+    return destination.route(FAL_REST_URL + "/")[0].rstrip("/")
 
 
 def _listing() -> dict[str, Any]:
@@ -228,11 +229,15 @@ async def check_key_with_fal(key: str, timeout_s: float = TEST_TIMEOUT_S) -> tup
     """
     import httpx
 
-    destination = key_test_destination()
-    where = urlsplit(rest_url()).netloc
+    from .fal_transport import http_client, tls_context
+
+    # The owner's settings file, and the certificates the first time: off ComfyUI's loop.
+    destination = await asyncio.to_thread(key_test_destination)
+    await asyncio.to_thread(tls_context)
+    where = urlsplit(rest_url(destination)).netloc
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), follow_redirects=False,
-                                     transport=egress.egress_transport(destination)) as client:
+        async with http_client(timeout=httpx.Timeout(timeout_s), follow_redirects=False,
+                               transport=egress.egress_transport(destination)) as client:
             response = await client.post(FAL_REST_URL + TOKEN_PATH, json={}, headers={
                 "Authorization": f"Key {key}", "Accept": "application/json"})
     except httpx.TimeoutException:

@@ -30,7 +30,7 @@ from .caches import caches, request_key
 from .concurrency import budget, loop_clients, within
 from .endpoints import Endpoint
 from .errors import FalNodeError, redact
-from .fal_transport import close_fal_client, fal_client_for_run, http_client
+from .fal_transport import close_fal_client, fal_client_for_run, http_client, tls_context
 from .host import host
 from .pricing import LedgerEntry, estimate, ledger, price_refresh, prices
 from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, resolve_key
@@ -374,7 +374,11 @@ class Run:
 
 
 def _destinations(base_url: str) -> tuple[egress.Destination, egress.Destination]:
-    """(where this run goes, where the owner sends runs that name no server)."""
+    """(where this run goes, where the owner sends runs that name no server). Reads the
+    owner's settings; run in a worker thread, which also reads what the run needs from disk
+    the first time (the price file, the TLS certificates), so the loop never waits on it."""
+    prices.fresh()
+    tls_context()
     return egress.resolve(base_url), egress.owner_default()
 
 
