@@ -100,11 +100,19 @@ def price_rules(endpoint_id: str) -> tuple[PriceRule, ...]:
 class Price:
     unit_price: float
     unit: str            # "image", "megapixel", ...
-    source: str          # "fal" (Platform API) or "fallback"
+    source: str          # "fal" (Platform API), "fallback" (shipped) or "assumed" (unknown)
 
     @property
     def per_megapixel(self) -> bool:
         return self.unit.lower() in ("megapixel", "megapixels", "mp")
+
+
+# An endpoint whose price nobody could tell us (fal's price list has no entry for it, or
+# could not be reached) is still counted against the spend limits, at three times the
+# dearest per-image price among the ten nodes' endpoints ($0.08): otherwise a shared
+# workflow could pick such an endpoint and spend past the owner's ceilings unseen. Shown
+# as "price unknown" with what it was counted as.
+UNPRICED = Price(0.25, "image", "assumed")
 
 
 @dataclass
@@ -124,6 +132,9 @@ class Estimate:
     def describe(self) -> str:
         if self.price is None:
             return "price unknown"
+        if self.price.source == "assumed":
+            return (f"price unknown: counted as ≈ ${self.total:.3f} (${self.price.unit_price:g} "
+                    f"an image) against the spend limits")
         mark = "" if self.exact else " (estimate)"
         unit = "MP" if self.price.per_megapixel else "image"
         each = f"${self.price.unit_price:g}"

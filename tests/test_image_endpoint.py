@@ -213,6 +213,29 @@ def test_price_of_a_catalogue_endpoint_is_fetched_and_the_spend_guard_applies(fa
     assert fal.state.count("submit", SEEDREAM) == 1
 
 
+def test_an_endpoint_nobody_could_price_still_counts_against_the_owners_ceiling(fal, statuses):
+    """fal's price list can't be reached (every price call answers 503), so nobody knows
+    BiRefNet's price: the run is counted at pricing.UNPRICED per image, so a shared workflow
+    can't pick an unpriced endpoint to spend past the owner's ceilings, and the node says
+    what it was counted as."""
+    from comfyui_fal_edit.nodes import pricing, server_settings
+
+    fal.state.add_fault("pricing", 503, times=-1)
+    images, *_ = run(BIREFNET, {}, image=sample_image(24, 24, batch=2))
+    assert fal.state.count("pricing") >= 1 and pricing.prices.price(BIREFNET) is None
+    assert any("price unknown: counted as ≈ $0.500 ($0.25 an image)" in s for s in statuses)
+    assert pricing.ledger.spent() == pytest.approx(0.5)    # the session's count has it too
+
+    server_settings.update({"max_usd_per_prompt": 1.0})
+    submits = fal.state.count("submit", BIREFNET)
+    with pytest.raises(FalNodeError) as caught:   # a workflow without a limit of its own
+        run(BIREFNET, {}, image=sample_image(24, 24, batch=6, seed=7),
+            settings=FalSettings(max_usd_per_prompt=0.0, max_usd_per_session=0.0))
+    assert "spend guard" in str(caught.value) and "$1.500" in str(caught.value)
+    assert "$1.00 limit" in str(caught.value)
+    assert fal.state.count("submit", BIREFNET) == submits
+
+
 # -- what the ten nodes do, this one does through the same runtime -----------------------
 
 def test_interrupt_cancels_the_fal_requests(fal):
