@@ -260,6 +260,24 @@ KEY_NOTE = ("Needs a fal key. Easiest: Settings → fal → add a key, then pick
             "input folder when the pack loads.")
 
 
+def save_images(g: Graph, images: Any, pos: list[float], prefix: str) -> Node:
+    """SaveImage of `images` (an IMAGE output) under ComfyUI's output/<prefix>."""
+    save = g.add("SaveImage", pos, VIEW_SIZE, filename_prefix=prefix)
+    g.link(images, save, "images")
+    return save
+
+
+def paste_through_mask(g: Graph, pos: list[float], title: str, destination: Any, source: Any,
+                       mask: Any) -> Node:
+    """ImageCompositeMasked: `source` over `destination` where `mask` is white, at 0, 0."""
+    comp = g.add("ImageCompositeMasked", pos, [320, 170], title=title, x=0, y=0,
+                 resize_source=False)
+    g.link(destination, comp, "destination")
+    g.link(source, comp, "source")
+    g.link(mask, comp, "mask")
+    return comp
+
+
 def single(node_type: str, image: str, values: dict, note: str, *, save: str | None = None,
            with_settings: dict | None = None, image_input: str = "image") -> Graph:
     """LoadImage -> fal node -> PreviewImage (or SaveImage), plus a note; with_settings adds
@@ -298,8 +316,7 @@ def kontext_multi() -> Graph:
     g.link(duck.out("IMAGE"), fal, "image_2")
     settings = key_and_settings(g, 420, 140 + FAL_SIZE["FalFluxKontextMaxMulti"][1] + 70)
     g.link(settings.out("settings"), fal, "settings")
-    view = g.add("SaveImage", [880, 140], VIEW_SIZE, filename_prefix="fal_edit/kontext_multi")
-    g.link(fal.out("images"), view, "images")
+    save_images(g, fal.out("images"), [880, 140], "fal_edit/kontext_multi")
     g.note([880, 140 + VIEW_SIZE[1] + 70], [420, 250],
            "FLUX.1 Kontext [max] Multi sends every connected reference image in one request, "
            "in socket order (image_1, image_2, ...; each socket may carry a batch), and "
@@ -330,8 +347,7 @@ def hybrid_crop_remove_sharpen() -> Graph:
     middle = g.add("PreviewImage", [940, 160 + FAL_SIZE["FalSharpen"][1] + 70], [400, 330],
                    title="Preview (people removed)")
     g.link(remove.out("images"), middle, "images")
-    save = g.add("SaveImage", [1460, 160], VIEW_SIZE, filename_prefix="fal_edit/cleaned")
-    g.link(sharpen.out("images"), save, "images")
+    save = save_images(g, sharpen.out("images"), [1460, 160], "fal_edit/cleaned")
     note = g.note([1460, 160 + VIEW_SIZE[1] + 70], [420, 230],
                   "Crop locally (free), let fal remove the background people, then sharpen on "
                   "fal. The Object Removal result reaches fal Sharpen by its fal URL: it is not "
@@ -358,8 +374,7 @@ def hybrid_batch_color_correction() -> Graph:
                 guidance_scale=3.5, num_inference_steps=30, safety_tolerance="2",
                 output_format="png", aspect_ratio="fal default", seed=100)
     g.link(batch.out("IMAGE"), fal, "image")
-    save = g.add("SaveImage", [1260, 160], VIEW_SIZE, filename_prefix="fal_edit/color_corrected")
-    g.link(fal.out("images"), save, "images")
+    save = save_images(g, fal.out("images"), [1260, 160], "fal_edit/color_corrected")
     note = g.note([800, 160 + VIEW_SIZE[1] + 70], [880, 190],
                   "ImageBatch makes one batch of the two photos (the second is scaled and "
                   "centre-cropped to the first one's size). fal Color Correction sends every "
@@ -398,13 +413,9 @@ def hybrid_background_keep_subject() -> Graph:
     place = g.add("MaskComposite", [1260, 390], [320, 160], x=264, y=112, operation="add")
     g.link(canvas.out("MASK"), place, "destination")
     g.link(feather.out("MASK"), place, "source")
-    comp = g.add("ImageCompositeMasked", [1260, 160], [320, 170],
-                 title="Original subject over the new background", x=0, y=0, resize_source=False)
-    g.link(fit.out("IMAGE"), comp, "destination")
-    g.link(load.out("IMAGE"), comp, "source")
-    g.link(place.out("MASK"), comp, "mask")
-    save = g.add("SaveImage", [1640, 160], VIEW_SIZE, filename_prefix="fal_edit/new_background")
-    g.link(comp.out("IMAGE"), save, "images")
+    comp = paste_through_mask(g, [1260, 160], "Original subject over the new background",
+                              fit.out("IMAGE"), load.out("IMAGE"), place.out("MASK"))
+    save = save_images(g, comp.out("IMAGE"), [1640, 160], "fal_edit/new_background")
     note = g.note([1640, 160 + VIEW_SIZE[1] + 70], [420, 260],
                   "fal changes the background; the local nodes then paste the original person "
                   "back through a feathered box mask (x 264, y 112, 240 x 400 on the 768 x 512 "
@@ -441,8 +452,7 @@ def seedream_two_photos() -> Graph:
     g.link(duck.out("IMAGE"), fal, "image_2")
     settings = key_and_settings(g, 420, 140 + ENDPOINT_SIZE[1] + 70)
     g.link(settings.out("settings"), fal, "settings")
-    view = g.add("SaveImage", [940, 140], VIEW_SIZE, filename_prefix="fal_edit/seedream_edit")
-    g.link(fal.out("images"), view, "images")
+    save_images(g, fal.out("images"), [940, 140], "fal_edit/seedream_edit")
     g.note([940, 140 + VIEW_SIZE[1] + 70], [460, 300],
            "fal Image Endpoint runs any fal endpoint that takes an image and returns images. "
            "Seedream 4.5 Edit takes a list of images (image_urls): every frame of image, "
@@ -475,13 +485,9 @@ def inpaint_box_keep_rest() -> Graph:
     fit = g.add("ImageScale", [1000, 160], [320, 160], title="Match the original size",
                 upscale_method="lanczos", width=768, height=512, crop="center")
     g.link(fal.out("images"), fit, "image")
-    comp = g.add("ImageCompositeMasked", [1000, 390], [320, 170],
-                 title="Repainted box over the original", x=0, y=0, resize_source=False)
-    g.link(load.out("IMAGE"), comp, "destination")
-    g.link(fit.out("IMAGE"), comp, "source")
-    g.link(place.out("MASK"), comp, "mask")
-    save = g.add("SaveImage", [1380, 160], VIEW_SIZE, filename_prefix="fal_edit/inpainted")
-    g.link(comp.out("IMAGE"), save, "images")
+    comp = paste_through_mask(g, [1000, 390], "Repainted box over the original",
+                              load.out("IMAGE"), fit.out("IMAGE"), place.out("MASK"))
+    save = save_images(g, comp.out("IMAGE"), [1380, 160], "fal_edit/inpainted")
     note = g.note([1380, 160 + VIEW_SIZE[1] + 70], [440, 280],
                   "The mask is made locally (a box in the sky of the 768 x 512 sample; any MASK "
                   "works, e.g. from a segmentation node or the mask editor). fal Image Endpoint "
