@@ -35,6 +35,8 @@ FAL_REST_URL = "https://rest.fal.ai"       # fal-client's REST_URL (storage, tok
 # An API answer (result JSON, inline results included) larger than this is refused as it
 # streams in, before fal-client holds it (and its parsed copy) in memory.
 MAX_ANSWER_BYTES = 256 << 20
+# The encodings API requests accept (see _capped).
+ANSWER_ENCODINGS = "gzip, deflate"
 
 # fal's own hosts (and fal-client's backup domains). https only.
 FAL_DOMAINS = ("fal.run", "fal.ai", "fal.media", "falrun.com")
@@ -234,6 +236,9 @@ def egress_transport(destination: Destination, inner=None):
             original = str(request.url)
             target, extra = destination.route(original)
             headers = request.headers.copy()
+            # Only encodings _capped can count as they unpack (not br or zstd, which httpx
+            # asks for when their libraries happen to be installed).
+            headers["accept-encoding"] = ANSWER_ENCODINGS
             if destination.kind == "proxy" and extra:
                 # The proxy adds its own key; the pack's never goes there.
                 headers.pop("authorization", None)
@@ -266,8 +271,22 @@ def egress_transport(destination: Destination, inner=None):
 
 
 def _capped(response, where: str):
-    """The response, refused once its body passes MAX_ANSWER_BYTES."""
+    """The response, refused once its body passes MAX_ANSWER_BYTES, counted unpacked: a
+    compressed answer is unpacked here, a bounded piece at a time, so a small gzip that
+    unpacks to gigabytes is refused at the cap instead of filling memory in httpx."""
+    import zlib
+
     import httpx
+
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+        raise EgressRefused(f"{where} sent an answer packed as '{encoding}', which the pack "
+                            f"did not ask for; refused")
+    unpack = zlib.decompressobj(zlib.MAX_WBITS | 32)         if encoding not in ("", "identity") else None   # 32: a gzip or zlib header
+
+    def too_big() -> EgressRefused:
+        return EgressRefused(f"{where} sent an answer larger than "
+                             f"{MAX_ANSWER_BYTES >> 20} MiB; refused")
 
     class Capped(httpx.AsyncByteStream):
         def __init__(self, stream) -> None:
@@ -276,17 +295,44 @@ def _capped(response, where: str):
         async def __aiter__(self):
             size = 0
             async for chunk in self.stream:
-                size += len(chunk)
-                if size > MAX_ANSWER_BYTES:
-                    raise EgressRefused(f"{where} sent an answer larger than "
-                                        f"{MAX_ANSWER_BYTES >> 20} MiB; refused")
-                yield chunk
+                for piece in _unpacked(unpack, chunk):
+                    size += len(piece)
+                    if size > MAX_ANSWER_BYTES:
+                        raise too_big()
+                    yield piece
+            if unpack is not None:
+                tail = unpack.flush()
+                if size + len(tail) > MAX_ANSWER_BYTES:
+                    raise too_big()
+                yield tail
 
         async def aclose(self) -> None:
             await self.stream.aclose()
 
-    return httpx.Response(response.status_code, headers=response.headers,
+    headers = response.headers
+    if unpack is not None:   # what httpx gets is already unpacked
+        headers = headers.copy()
+        for name in ("content-encoding", "content-length"):
+            headers.pop(name, None)
+    return httpx.Response(response.status_code, headers=headers,
                           stream=Capped(response.stream), extensions=response.extensions)
+
+
+def _unpacked(unpack, chunk: bytes, piece_bytes: int = 1 << 20):
+    """`chunk` as it arrived, or unpacked in pieces of at most `piece_bytes`."""
+    import zlib
+
+    if unpack is None:
+        yield chunk
+        return
+    try:
+        while chunk:
+            piece = unpack.decompress(chunk, piece_bytes)
+            chunk = unpack.unconsumed_tail
+            yield piece
+    except zlib.error:
+        raise EgressRefused("an answer's compressed body could not be unpacked; refused") \
+            from None
 
 
 def download_transport(destination: Destination, inner=None, **options):

@@ -160,6 +160,51 @@ async def test_an_answer_without_a_length_is_cut_off_at_the_cap(monkeypatch):
 
 
 @pytest.mark.asyncio
+async def test_a_compressed_answer_is_counted_unpacked(monkeypatch):
+    """A gzip answer of 8 KB that unpacks to 8 MiB passes a cap on what arrives; it is
+    refused at the cap on what it unpacks to, before httpx holds it all."""
+    import gzip
+    monkeypatch.setattr(egress, "MAX_ANSWER_BYTES", 1 << 20)
+    bomb = gzip.compress(b" " * (8 << 20), compresslevel=9)
+    assert len(bomb) < 64 << 10
+    seen_encodings = []
+
+    def answer(request):
+        seen_encodings.append(request.headers.get("accept-encoding"))
+        return httpx.Response(200, content=bomb, headers={"content-encoding": "gzip",
+                                                          "content-type": "application/json"})
+
+    inner = httpx.MockTransport(answer)
+    async with httpx.AsyncClient(transport=egress.egress_transport(egress.FAL, inner)) as http:
+        with pytest.raises(egress.EgressRefused, match="larger than 1 MiB"):
+            await http.get("https://queue.fal.run/fal-ai/x/requests/1")
+    assert seen_encodings == ["gzip, deflate"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", ""])
+async def test_a_compressed_answer_within_the_cap_reads_as_usual(encoding):
+    import gzip
+    body = b'{"images": [{"url": "https://v3.fal.media/files/x.png"}], "seed": 1}' * 100
+    packed = {"gzip": gzip.compress(body), "deflate": zlib.compress(body), "": body}[encoding]
+    headers = {"content-encoding": encoding} if encoding else {}
+    inner = httpx.MockTransport(lambda request: httpx.Response(200, content=packed,
+                                                                headers=headers))
+    async with httpx.AsyncClient(transport=egress.egress_transport(egress.FAL, inner)) as http:
+        response = await http.get("https://queue.fal.run/fal-ai/x/requests/1")
+    assert response.content == body
+
+
+@pytest.mark.asyncio
+async def test_an_answer_packed_in_an_encoding_not_asked_for_is_refused():
+    inner = httpx.MockTransport(lambda request: httpx.Response(
+        200, content=b"\x00" * 16, headers={"content-encoding": "br"}))
+    async with httpx.AsyncClient(transport=egress.egress_transport(egress.FAL, inner)) as http:
+        with pytest.raises(egress.EgressRefused, match="packed as 'br'"):
+            await http.get("https://queue.fal.run/fal-ai/x/requests/1")
+
+
+@pytest.mark.asyncio
 async def test_a_public_name_that_leads_inside_is_refused_before_its_body():
     """https://files.example.com resolving to 10.0.0.5 (or 127.0.0.1): the connection tells
     where it went; nothing of the body is used."""
