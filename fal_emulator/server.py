@@ -276,6 +276,25 @@ def encode_image(img: Image.Image, fmt: str, result_mode: str | None) -> tuple[b
     return buf.getvalue(), "image/png", "png"
 
 
+# Inputs that multiply the images a request makes, as fal's endpoints document them:
+# num_images; Seedream's max_images ("up to" that many per generation: the emulator makes
+# the most); FASHN's num_samples; Omni Zero's number_of_images.
+_COUNT_FIELDS = ("num_images", "max_images", "num_samples", "number_of_images")
+
+
+def _images_to_make(spec: EndpointSpec, params: dict) -> int:
+    """How many images the job makes: one when the endpoint answers with a single image
+    (IP-Adapter's num_samples is samples of the face, not outputs)."""
+    if spec.from_catalogue and spec.output_fields[:1] != ("images",):
+        return 1
+    count = 1
+    for name in _COUNT_FIELDS:
+        value = params.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            count *= value
+    return count
+
+
 def _payload_seed(payload: Any) -> int:
     """Seed for endpoints without a seed input: derived from the inputs so the
     output is still deterministic."""
@@ -711,7 +730,7 @@ class EmulatorServer:
         fmt = params.get("output_format") or spec.default_format
 
         files, flags = [], []
-        for i in range(params.get("num_images") or 1):
+        for i in range(_images_to_make(spec, params)):
             img = spec.op(images, params, seed + i, masks) if spec.from_catalogue else \
                 spec.op(images, params, seed + i)
             if size:

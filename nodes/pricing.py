@@ -12,6 +12,7 @@ ComfyUI session's calls.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -93,7 +94,24 @@ PRICE_RULES: dict[str, tuple[PriceRule, ...]] = {
 
 
 def price_rules(endpoint_id: str) -> tuple[PriceRule, ...]:
-    return COMMON_PRICE_RULES + PRICE_RULES.get(endpoint_id, ())
+    return COMMON_PRICE_RULES + _count_rules(endpoint_id) + PRICE_RULES.get(endpoint_id, ())
+
+
+@functools.lru_cache(maxsize=None)
+def _count_rules(endpoint_id: str) -> tuple[PriceRule, ...]:
+    """A catalogue endpoint that returns a list of images: its other inputs that multiply
+    the images it makes (spec.RESULT_COUNT_FIELDS: Seedream's max_images, FASHN's
+    num_samples) multiply what fal bills, like num_images. (All default to 1 on such
+    endpoints, so an input left out counts 1, as the rules do.)"""
+    from . import catalogue
+    from .spec import RESULT_COUNT_FIELDS
+
+    item = catalogue.entry(endpoint_id)
+    if item is None or item["output"]["images"] != "images":
+        return ()
+    common = {rule.field for rule in COMMON_PRICE_RULES}
+    return tuple(PriceRule(name, per_value=True, why="images per request")
+                 for name in RESULT_COUNT_FIELDS if name in item["input"] and name not in common)
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,7 @@ class Run:
             self.queue = FalQueue(client, self.endpoint.endpoint_id, self.settings.timeout_s,
                                   self.name)
             self.results = ResultFiles(http, self.server, self.endpoint, self.destination,
-                                       OutputBatch(self.items))
+                                       OutputBatch(self.items, self.endpoint))
             tasks = [asyncio.create_task(self._run_item(item)) for item in pending]
             try:
                 await self._supervise(tasks)

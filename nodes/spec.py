@@ -19,6 +19,12 @@ FAL_DEFAULT = "fal default"
 MATCH_INPUT = "match input"
 
 SEED_MAX = 2**31 - 1
+# Inputs that multiply how many images one request returns (and fal bills): num_images on
+# most endpoints; Seedream's max_images (up to that many per generation, fal's docs),
+# FASHN's num_samples, Omni Zero's number_of_images.
+RESULT_COUNT_FIELDS = ("num_images", "max_images", "num_samples", "number_of_images")
+# Of those, the ones that say "up to": the answer may hold fewer.
+UP_TO_COUNT_FIELDS = ("max_images",)
 
 
 class InputProblem(ValueError):
@@ -218,6 +224,28 @@ class Endpoint:
     # their alpha (for the mask output) and their other JSON fields.
     image_slots: tuple[ImageSlot, ...] = ()
     takes_arguments: bool = False
+    # This endpoint's RESULT_COUNT_FIELDS, each with fal's default.
+    count_fields: tuple[tuple[str, int], ...] = (("num_images", 1),)
+
+    def most_images(self, payload: dict[str, Any]) -> int:
+        """The most result images one request with `payload` may bring: more than this in
+        an answer is refused (a hostile server's 200 files), never a paid result fal made."""
+        return self._images(payload, self.count_fields)
+
+    def expected_images(self, payload: dict[str, Any]) -> int:
+        """The images one request brings when all goes well (an "up to" count may bring
+        fewer): the slots the output batch sets aside for it."""
+        return self._images(payload, tuple((name, default) for name, default in
+                                           self.count_fields if name not in UP_TO_COUNT_FIELDS))
+
+    @staticmethod
+    def _images(payload: dict[str, Any], count_fields: tuple[tuple[str, int], ...]) -> int:
+        images = 1
+        for name, default in count_fields:
+            value = payload.get(name, default)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                images *= value
+        return images
 
     @property
     def slots(self) -> tuple[ImageSlot, ...]:

@@ -14,10 +14,13 @@ from conftest import run_node, sample_image
 
 from comfyui_fal_edit.nodes import imaging, pricing
 from comfyui_fal_edit.nodes.caches import ItemResult
+from comfyui_fal_edit.nodes.endpoints import BY_NODE
 from comfyui_fal_edit.nodes.errors import FalNodeError
 from comfyui_fal_edit.nodes.settings import FalSettings
 from comfyui_fal_edit.nodes.stages import results as results_stage
 from comfyui_fal_edit.nodes.stages.plan import WorkItem
+
+SHARPEN = BY_NODE["FalSharpen"]
 
 
 def counting(monkeypatch, module, name: str) -> list:
@@ -121,7 +124,7 @@ def test_a_batch_started_at_another_items_size_is_rebuilt_at_the_first_items():
     item 1's size (as ComfyUI's Batch Images does), with the others fitted to it."""
     first, second = _frame(32, 24, 100), _frame(50, 20, 200)
     items = [_item(0, first), _item(1, second)]
-    batch = results_stage.OutputBatch(items)
+    batch = results_stage.OutputBatch(items, SHARPEN)
     batch.offer(1, 0, second)               # item 2 arrived first, at its own size
     answer = _assemble(items, batch)
     assert tuple(answer.images.shape) == (2, 24, 32, 3)
@@ -132,7 +135,7 @@ def test_a_batch_started_at_another_items_size_is_rebuilt_at_the_first_items():
 def test_frames_placed_on_arrival_are_not_decoded_again(monkeypatch):
     frames = [_frame(16, 8, 10 * (i + 1)) for i in range(3)]
     items = [_item(i, f) for i, f in enumerate(frames)]
-    batch = results_stage.OutputBatch(items)
+    batch = results_stage.OutputBatch(items, SHARPEN)
     for i in (2, 0):                        # two arrived fresh; item 2 came from the cache
         batch.offer(i, 0, frames[i])
     decodes = counting(monkeypatch, imaging, "decode")
@@ -145,7 +148,7 @@ def test_frames_placed_on_arrival_are_not_decoded_again(monkeypatch):
 def test_a_dropped_frame_leaves_no_gap_in_the_batch():
     frames = [_frame(16, 8, 40 * (i + 1)) for i in range(3)]
     items = [_item(0, frames[0]), _item(1, frames[1], flagged=True), _item(2, frames[2])]
-    batch = results_stage.OutputBatch(items)
+    batch = results_stage.OutputBatch(items, SHARPEN)
     for i, frame in enumerate(frames):
         batch.offer(i, 0, frame)
     answer = _assemble(items, batch, nsfw_policy="drop flagged")

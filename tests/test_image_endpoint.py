@@ -213,6 +213,28 @@ def test_price_of_a_catalogue_endpoint_is_fetched_and_the_spend_guard_applies(fa
     assert fal.state.count("submit", SEEDREAM) == 1
 
 
+def test_every_image_an_up_to_count_made_comes_out_and_is_counted(fal):
+    """Seedream makes up to max_images per generation, num_images generations (fal's docs),
+    and fal bills each: 2 x 3 images are what the user paid for, not a hostile answer. All
+    six come out (the batch had set aside two slots), and the spend guard counts six."""
+    images, *_ = run(SEEDREAM, {"prompt": "x", "num_images": 2, "max_images": 3},
+                     image=sample_image(24, 24))
+    assert images.shape[0] == 6 and fal.state.count("submit", SEEDREAM) == 1
+    with pytest.raises(FalNodeError) as caught:
+        run(SEEDREAM, {"prompt": "y", "num_images": 2, "max_images": 3},
+            image=sample_image(24, 24), settings=FalSettings(max_usd_per_prompt=0.2))
+    assert "spend guard" in str(caught.value) and "$0.240" in str(caught.value)   # 6 x $0.04
+    assert fal.state.count("submit", SEEDREAM) == 1
+
+
+def test_num_samples_on_a_try_on_brings_that_many_images(fal):
+    tryon = "fal-ai/fashn/tryon/v1.6"
+    picture = sample_image(24, 32)
+    images, *_ = run(tryon, {**required_arguments(tryon), "num_samples": 3},
+                     **sockets_for(tryon, picture))
+    assert images.shape[0] == 3
+
+
 def test_an_endpoint_nobody_could_price_still_counts_against_the_owners_ceiling(fal, statuses):
     """fal's price list can't be reached (every price call answers 503), so nobody knows
     BiRefNet's price: the run is counted at pricing.UNPRICED per image, so a shared workflow

@@ -58,7 +58,7 @@ class ResultFiles:
         if not files:
             raise ItemFailed("fal returned no image; run again, and if it persists change the "
                              "prompt or settings")
-        asked = _asked_for(item.payload)
+        asked = self.endpoint.most_images(item.payload)
         if len(files) > asked:
             raise ItemFailed(f"the answer lists {len(files)} result files where {asked} "
                              f"{'was' if asked == 1 else 'were'} asked for, so none were "
@@ -156,11 +156,6 @@ class ResultFiles:
             raise ItemFailed(_too_big("this run's result files together", MAX_RUN_BYTES))
 
 
-def _asked_for(payload: dict[str, Any]) -> int:
-    asked = payload.get("num_images", 1)
-    return asked if isinstance(asked, int) and asked > 0 else 1
-
-
 def _where(url: str) -> str:
     return urlsplit(url).netloc or url[:40]
 
@@ -236,21 +231,28 @@ class OutputBatch:
     the answer fits that layout (every image arrived, none dropped, the first item's size)
     and otherwise builds the batch afresh from the kept files."""
 
-    def __init__(self, items: list[WorkItem]) -> None:
-        self.first_slot: dict[int, int] = {}
+    def __init__(self, items: list[WorkItem], endpoint: Endpoint) -> None:
+        self.slots: dict[int, range] = {}       # item index -> the slots set aside for it
         total = 0
         for item in items:
-            self.first_slot[item.index] = total
-            total += _asked_for(item.payload)
+            expected = endpoint.expected_images(item.payload)
+            self.slots[item.index] = range(total, total + expected)
+            total += expected
         self.total = total
         self.tensor: torch.Tensor | None = None
         self.placed: set[int] = set()
         self._lock = threading.Lock()
 
+    def slot(self, index: int, n: int) -> int:
+        """Frame n of item `index`'s slot, or -1: an "up to" count that brought more than
+        expected has no slot, and the batch is then built afresh."""
+        slots = self.slots.get(index, range(0))
+        return slots[n] if n < len(slots) else -1
+
     def offer(self, index: int, n: int, frame: np.ndarray) -> None:
         """Frame n of item `index` into its slot, if it has the batch's size (pixel thread)."""
-        slot = self.first_slot.get(index, -1) + n
-        if not 0 <= slot < self.total:
+        slot = self.slot(index, n)
+        if slot < 0:
             return
         with self._lock:
             if self.tensor is None:
@@ -319,7 +321,7 @@ async def assemble(items: list[WorkItem], settings: FalSettings,
                 if settings.nsfw_policy == "drop flagged":
                     continue
             chosen.append((result, n))
-            slots.append(batch.first_slot.get(item.index, -1) + n if batch else -1)
+            slots.append(batch.slot(item.index, n) if batch else -1)
             alphas.append(alpha)
             urls.append(url)
     if flagged_at:
