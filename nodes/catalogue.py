@@ -217,7 +217,7 @@ MASK_SOCKET = "mask"
 def endpoint_for(endpoint_id: str):
     """The runtime's description of a catalogue endpoint (the same `Endpoint` the ten
     curated nodes are made of): where images go, where results are, NSFW flags."""
-    from .spec import RESULT_COUNT_FIELDS, Endpoint, ImageSlot
+    from .spec import RESULT_COUNT_FIELDS, Endpoint, ImageSlot, image_count
 
     item = entry(endpoint_id)
     if item is None:
@@ -251,11 +251,5 @@ def endpoint_for(endpoint_id: str):
                     output_field=output["images"], nsfw_field=output.get("nsfw"),
                     supports_sync_mode="sync_mode" in schema, image_slots=tuple(slots),
                     takes_arguments=True,
-                    count_fields=tuple((name, _int_default(schema[name])) for name in
-                                       RESULT_COUNT_FIELDS if name in schema))
-
-
-def _int_default(field_schema: dict[str, Any]) -> int:
-    default = field_schema.get("default")
-    return default if isinstance(default, int) and not isinstance(default, bool) and \
-        default > 0 else 1
+                    count_fields=tuple((name, image_count(schema[name].get("default")))
+                                       for name in RESULT_COUNT_FIELDS if name in schema))

@@ -126,8 +126,8 @@ class Price:
 
 
 # An endpoint whose price nobody could tell us (fal's price list has no entry for it, or
-# could not be reached) is still counted against the spend limits, at three times the
-# dearest per-image price among the ten nodes' endpoints ($0.08): otherwise a shared
+# could not be reached) is still counted against the spend limits, at about three times
+# the dearest per-image price among the ten nodes' endpoints ($0.08): otherwise a shared
 # workflow could pick such an endpoint and spend past the owner's ceilings unseen. Shown
 # as "price unknown" with what it was counted as.
 UNPRICED = Price(0.25, "image", "assumed")

@@ -307,11 +307,14 @@ async def schedule_price_refresh(force: bool = False) -> asyncio.Task | None:
     """
     if price_refresh.running():
         return price_refresh.task
-    # The price file is read on first use: off the loop, like the settings and keys.
-    if not force and await asyncio.to_thread(
-            lambda: pricing.prices.fresh() or price_refresh.backing_off()):
-        return None
-    caller = await asyncio.to_thread(price_caller)
+
+    def caller_if_stale() -> tuple[egress.Destination, str | None] | None:
+        # The price file is read on first use: off the loop, like the settings and keys.
+        if not force and (pricing.prices.fresh() or price_refresh.backing_off()):
+            return None
+        return price_caller()
+
+    caller = await asyncio.to_thread(caller_if_stale)
     if caller is None:
         return None
     destination, key = caller

@@ -27,6 +27,11 @@ RESULT_COUNT_FIELDS = ("num_images", "max_images", "num_samples", "number_of_ima
 UP_TO_COUNT_FIELDS = ("max_images",)
 
 
+def image_count(value: Any) -> int:
+    """A count input's value (num_images...), or 1 when it is not a positive int."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
 class InputProblem(ValueError):
     """A user input that cannot be sent; the message names field, cause and fix."""
 
@@ -242,9 +247,7 @@ class Endpoint:
     def _images(payload: dict[str, Any], count_fields: tuple[tuple[str, int], ...]) -> int:
         images = 1
         for name, default in count_fields:
-            value = payload.get(name, default)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                images *= value
+            images *= image_count(payload.get(name, default))
         return images
 
     @property
