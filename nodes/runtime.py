@@ -279,7 +279,7 @@ class Run:
         await asyncio.to_thread(caches.remember_result, item.key,
                                 self.endpoint.endpoint_id, item.result, item.blobs)
         item.blobs = None
-        cost = self._item_cost(item)
+        cost = item.cost = self._item_cost(item)
         await asyncio.to_thread(server_settings.add_spend, cost)   # the daily ceiling's count
         ledger.bill(LedgerEntry(self.endpoint.endpoint_id, item.request_id or "", False, cost,
                                 self.prompt_id), self.hold)
@@ -316,8 +316,13 @@ class Run:
         raise AssertionError("unreachable")
 
     def _item_cost(self, item: WorkItem) -> float:
-        return estimate(self.endpoint.endpoint_id, [(item.payload, item.megapixels)],
+        """What the item's request cost: the estimate, for the images that came back (an
+        "up to" count such as Seedream's max_images may bring fewer than it allowed)."""
+        cost = estimate(self.endpoint.endpoint_id, [(item.payload, item.megapixels)],
                         self.cost.price).total
+        most = self.endpoint.most_images(item.payload)
+        came = len(item.result.urls) if item.result is not None else most
+        return cost * min(came, most) / most
 
     # the node's answer and status ------------------------------------------
     def _outcome(self, images: torch.Tensor, urls: list[str], notes: list[str]) -> RunOutcome:
@@ -325,14 +330,19 @@ class Run:
         cached = sum(1 for i in self.items if i.cached)
         first_seed = self.items[0].result.seed if self.items[0].result else None
         summary = f"done in {time.monotonic() - self.t0:.1f}s · {images.shape[0]} image(s)"
+        spent = sum(i.cost for i in self.items)
         if self.cost.price is not None and total > cached:
-            summary += " · " + self.cost.describe()
+            if spent < self.cost.total - 1e-9:   # an "up to" count brought fewer images
+                summary += (f" · ≈ ${spent:.3f} for the images fal made (≈ "
+                            f"${self.cost.total:.3f} if it had made all it was allowed)")
+            else:
+                summary += " · " + self.cost.describe()
         if cached:
             summary += f" · {cached} of {total} from cache (no charge)"
         request_ids = [i.result.request_id or "" for i in self.items if i.result]
         return RunOutcome(
             images, first_seed if first_seed is not None else -1, urls, request_ids, notes,
-            status="\n".join([summary] + notes), estimated_usd=self.cost.total, items=total,
+            status="\n".join([summary] + notes), estimated_usd=spent, items=total,
             cached_items=cached,
             megapixels=round(sum(i.megapixels for i in self.items) / total, 4))
 

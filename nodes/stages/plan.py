@@ -33,6 +33,7 @@ class WorkItem:
     cancel_sent: bool = False
     result: ItemResult | None = None
     cached: bool = False
+    cost: float = 0.0                        # what its request cost, once it came back
     error: BaseException | None = None
     blobs: list[bytes] | None = None         # the result files as fal sent them
     targets: list[tuple[str, bool]] | None = None   # per image: (fal field, is a list field)
