@@ -9,6 +9,7 @@ one upload client per run.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -24,7 +25,18 @@ def tls_context() -> ssl.SSLContext:
 def http_client(**options: Any):
     """An httpx.AsyncClient that verifies certificates like httpx's default, opened cheaply."""
     import httpx
+    quiet_httpx()
     return httpx.AsyncClient(verify=tls_context(), **options)
+
+
+def quiet_httpx() -> None:
+    """httpx logs every request at INFO: a console line per status poll, and a line naming
+    fal's host for a request the egress transport sent elsewhere. Unless the user
+    configured that logger, keep only its warnings. (Called as clients open: never at
+    import.)"""
+    httpx_log = logging.getLogger("httpx")
+    if httpx_log.level == logging.NOTSET:
+        httpx_log.setLevel(logging.WARNING)
 
 
 # The key fal-client holds when a proxy adds the real one: never sent (EgressTransport
@@ -43,6 +55,7 @@ def fal_client_for_run(key: str, destination: Any = None):
 
     from . import egress
 
+    quiet_httpx()
     destination = destination or egress.FAL
 
     def transport() -> httpx.AsyncBaseTransport:

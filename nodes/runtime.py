@@ -189,7 +189,6 @@ class Run:
         """Run the pending items through upload, queue and results, within the process's
         budget of requests in flight, cancelling every fal request still running if the run
         is stopped. Clients are shared with the other calls on this loop (a list input)."""
-        _quiet_httpx()
         # Stale prices are refreshed alongside the work, never in front of it (one refresh
         # and one back-off for the whole process), from fal or the owner's own server: not
         # from a server a workflow picked, even an allowed one.
@@ -403,14 +402,6 @@ def _download_client(destination: egress.Destination):
     limits = httpx.Limits(max_connections=64)
     return http_client(follow_redirects=True, timeout=60.0,
                        transport=egress.download_transport(destination, limits=limits))
-
-
-def _quiet_httpx() -> None:
-    """httpx logs every request at INFO: one console line per status poll. Unless the
-    user configured that logger, keep only its warnings."""
-    httpx_log = logging.getLogger("httpx")
-    if httpx_log.level == logging.NOTSET:
-        httpx_log.setLevel(logging.WARNING)
 
 
 async def run_endpoint(endpoint: Endpoint, values: dict[str, Any], image_inputs: list[Any],

@@ -327,3 +327,16 @@ def test_executed_data_carries_the_runs_count_and_cost(fal):
                   image_2=sample_image(32, 32, seed=43), num_images=2, seed=1)
     assert kontext["fal_items"] == [1]       # every image in one request
     assert kontext["fal_cost"] == [pytest.approx(2 * price)]
+
+
+def test_a_price_refresh_puts_no_httpx_line_in_the_console(clean, emulator, capture_logs):
+    """httpx logs each request at INFO, naming fal's host even when the egress transport
+    sent it to the owner's server: ComfyUI's console showed one at every start-up. Unless
+    the user set httpx's level, the pack's clients keep only its warnings."""
+    import logging
+
+    httpx_log = logging.getLogger("httpx")
+    httpx_log.setLevel(logging.NOTSET)
+    assert asyncio.run(pricing.prices.refresh("price-test-key-1234", emulator.base_url))
+    assert not [r for r in capture_logs if "HTTP Request" in r], capture_logs
+    assert any("pricing" in e["kind"] for e in emulator.state.log)   # the call was made
