@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -119,18 +119,36 @@ class Price:
     unit_price: float
     unit: str            # "image", "megapixel", ...
     source: str          # "fal" (Platform API), "fallback" (shipped) or "assumed" (unknown)
+    note: str = ""       # an assumed price: why fal's could not be used
 
     @property
     def per_megapixel(self) -> bool:
         return self.unit.lower() in ("megapixel", "megapixels", "mp")
 
+    @property
+    def countable(self) -> bool:
+        """Billed per image or per megapixel: what a run will cost can be counted before
+        it runs (not per second of GPU time, per token, ...)."""
+        return self.per_megapixel or self.unit.lower() in ("image", "images")
+
 
 # An endpoint whose price nobody could tell us (fal's price list has no entry for it, or
-# could not be reached) is still counted against the spend limits, at about three times
-# the dearest per-image price among the ten nodes' endpoints ($0.08): otherwise a shared
-# workflow could pick such an endpoint and spend past the owner's ceilings unseen. Shown
-# as "price unknown" with what it was counted as.
-UNPRICED = Price(0.25, "image", "assumed")
+# could not be reached), or that fal bills in a unit no one can count before the run, is
+# still counted against the spend limits, at about three times the dearest per-image
+# price among the ten nodes' endpoints ($0.08): otherwise a shared workflow could pick
+# such an endpoint and spend past the owner's ceilings unseen. The status says so.
+UNPRICED = Price(0.25, "image", "assumed", "price unknown")
+
+
+def price_for_guard(price: Price | None) -> Price:
+    """The price runs are counted with: fal's (or the shipped one) when it is per image or
+    per megapixel, else UNPRICED, noting what fal bills."""
+    if price is None:
+        return UNPRICED
+    if price.countable:
+        return price
+    return replace(UNPRICED, note=f"fal bills ${price.unit_price:g} per {price.unit}, which "
+                                  f"can't be counted before the run")
 
 
 @dataclass
@@ -151,8 +169,8 @@ class Estimate:
         if self.price is None:
             return "price unknown"
         if self.price.source == "assumed":
-            return (f"price unknown: counted as ≈ ${self.total:.3f} (${self.price.unit_price:g} "
-                    f"an image) against the spend limits")
+            return (f"{self.price.note}: counted as ≈ ${self.total:.3f} "
+                    f"(${self.price.unit_price:g} an image) against the spend limits")
         mark = "" if self.exact else " (estimate)"
         unit = "MP" if self.price.per_megapixel else "image"
         each = f"${self.price.unit_price:g}"
@@ -245,7 +263,8 @@ class PriceBook:
         for endpoint_id in dict.fromkeys([e.endpoint_id for e in ENDPOINTS] + fetched):
             price = self.price(endpoint_id)
             if price is not None:
-                out[endpoint_id] = {**asdict(price),
+                out[endpoint_id] = {"unit_price": price.unit_price, "unit": price.unit,
+                                    "source": price.source,
                                     "rules": [r.as_json() for r in price_rules(endpoint_id)]}
         return out
 

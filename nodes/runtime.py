@@ -32,7 +32,7 @@ from .endpoints import Endpoint
 from .errors import FalNodeError, redact
 from .fal_transport import close_fal_client, fal_client_for_run, http_client, tls_context
 from .host import host
-from .pricing import UNPRICED, LedgerEntry, estimate, ledger, price_refresh, prices
+from .pricing import LedgerEntry, estimate, ledger, price_for_guard, price_refresh, prices
 from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, resolve_key
 from .spec import InputProblem
 from .stages.plan import WorkItem, build_payload, plan_items, with_image_urls
@@ -160,7 +160,7 @@ class Run:
     def _estimate(self, pending: list[WorkItem]):
         # The payload, not only the count: the price rules read its inputs (num_images, style).
         asked = [(i.payload, i.megapixels) for i in pending]
-        price = prices.price(self.endpoint.endpoint_id) or UNPRICED   # still guarded
+        price = price_for_guard(prices.price(self.endpoint.endpoint_id))   # always counted
         return estimate(self.endpoint.endpoint_id, asked, price, len(self.items) - len(pending))
 
     def _guard_spend(self) -> None:

@@ -258,6 +258,19 @@ def test_an_endpoint_nobody_could_price_still_counts_against_the_owners_ceiling(
     assert fal.state.count("submit", BIREFNET) == submits
 
 
+def test_a_price_per_second_is_counted_like_an_unknown_one(fal, statuses, monkeypatch):
+    """fal bills some endpoints per second of GPU time: no one can count that before the
+    run, so the guard counts it like an unpriced endpoint, and the status says why."""
+    from fal_emulator.specs import PRICES
+
+    from comfyui_fal_edit.nodes import pricing
+    monkeypatch.setitem(PRICES, BIREFNET, (0.0011, "second"))
+    run(BIREFNET, {}, image=sample_image(24, 24, batch=2))
+    assert pricing.prices.price(BIREFNET).unit == "second"     # fal's price was fetched
+    assert any("fal bills $0.0011 per second, which can't be counted before the run: "
+               "counted as ≈ $0.500 ($0.25 an image)" in s for s in statuses), statuses[-1]
+
+
 # -- what the ten nodes do, this one does through the same runtime -----------------------
 
 def test_interrupt_cancels_the_fal_requests(fal):
