@@ -3,6 +3,7 @@ the fal Key and fal Settings nodes they share."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
@@ -131,6 +132,7 @@ class FalImageEndpoint:
         from .spec import InputProblem
 
         connected = {name: t for name, t in sockets.items() if t is not None}
+        await asyncio.to_thread(catalogue.load)   # read once, off the loop (usually already)
         try:
             values = catalogue.parse_arguments(self.DISPLAY, arguments)
             if catalogue.entry(endpoint) is None:   # says so, naming the closest id

@@ -99,19 +99,24 @@ def price_rules(endpoint_id: str) -> tuple[PriceRule, ...]:
 
 @functools.lru_cache(maxsize=None)
 def _count_rules(endpoint_id: str) -> tuple[PriceRule, ...]:
-    """A catalogue endpoint that returns a list of images: its other inputs that multiply
-    the images it makes (spec.RESULT_COUNT_FIELDS: Seedream's max_images, FASHN's
-    num_samples) multiply what fal bills, like num_images. (All default to 1 on such
-    endpoints, so an input left out counts 1, as the rules do.)"""
+    """An endpoint that returns a list of images: its other inputs that multiply the
+    images it makes (Endpoint.count_fields: Seedream's max_images, FASHN's num_samples)
+    multiply what fal bills, like num_images. (All default to 1 on such endpoints, so an
+    input left out counts 1, as the rules do.) The ten nodes' endpoints are described
+    without the catalogue, which is then not read for them."""
     from . import catalogue
-    from .spec import RESULT_COUNT_FIELDS
+    from .endpoints import BY_ENDPOINT
 
-    item = catalogue.entry(endpoint_id)
-    if item is None or item["output"]["images"] != "images":
+    endpoint = BY_ENDPOINT.get(endpoint_id)
+    if endpoint is None:
+        if catalogue.entry(endpoint_id) is None:
+            return ()
+        endpoint = catalogue.endpoint_for(endpoint_id)
+    if endpoint.output_field != "images":
         return ()
     common = {rule.field for rule in COMMON_PRICE_RULES}
     return tuple(PriceRule(name, per_value=True, why="images per request")
-                 for name in RESULT_COUNT_FIELDS if name in item["input"] and name not in common)
+                 for name, _ in endpoint.count_fields if name not in common)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -376,10 +377,11 @@ def test_runs_under_comfyuis_inference_mode(fal):
 
 _audited_loop_thread: list[int] = []     # the thread being watched, while a test watches
 _file_work_on_loop: list[str] = []
+_audit_hook_added: list[bool] = []       # audit hooks can't be removed: added once
 
 
 def _note_file_work(event: str, args: tuple) -> None:
-    if not _audited_loop_thread or _audited_loop_thread[0] != __import__("threading").get_ident():
+    if not _audited_loop_thread or _audited_loop_thread[0] != threading.get_ident():
         return
     if event in ("open", "sqlite3.connect", "os.rename", "os.replace", "os.remove", "os.mkdir"):
         path = str(args[0]) if args else ""
@@ -388,35 +390,41 @@ def _note_file_work(event: str, args: tuple) -> None:
             _file_work_on_loop.append(f"{event} {path}")
 
 
-def test_a_run_leaves_its_file_work_to_worker_threads(fal, tmp_path, monkeypatch):
+def test_a_run_leaves_its_file_work_to_worker_threads(fal, tmp_path):
     """A run's loop is shared by every call of a list input (and a route's by the whole
-    server): the price file, the owner's settings, the key file and the caches are read
-    and written in worker threads. Watched with Python's audit hook (every file Python
+    server): the price file, the owner's settings, the key file, the catalogue and the
+    caches are read and written in worker threads. Watched with Python's audit hook (every file Python
     opens on the loop's thread), on a first run with nothing read yet. (OpenSSL reads the
     TLS certificates itself, unseen by the hook: the runtime builds them off the loop too.)"""
     import sys
-    import threading
 
-    from comfyui_fal_edit.nodes import pricing
+    from comfyui_fal_edit.nodes import catalogue, pricing
 
-    if not getattr(sys, "_fal_edit_audit_hook", False):
-        sys.addaudithook(_note_file_work)        # hooks can't be removed: added once
-        sys._fal_edit_audit_hook = True
+    if not _audit_hook_added:
+        sys.addaudithook(_note_file_work)
+        _audit_hook_added.append(True)
     pricing.prices.clear()                        # the price file is read on first use
     keystore.add("studio", "fal-key-studio-0000")
 
-    async def two_runs_with_a_saved_key():
+    # The catalogue too, read on fal Image Endpoint's first use.
+    for cached in (catalogue.load, catalogue.endpoint_for, pricing._count_rules):
+        cached.cache_clear()
+
+    async def runs_with_a_saved_key():
         _audited_loop_thread[:] = [threading.get_ident()]
         try:
-            node = pack.NODE_CLASS_MAPPINGS["FalSharpen"]()
+            sharpen = pack.NODE_CLASS_MAPPINGS["FalSharpen"]()
             for _ in range(2):   # the second answered from the cache
-                await node.run(image=sample_image(32, 32, batch=2),
-                               settings=FalSettings(key=FalKeyRef("studio")))
+                await sharpen.run(image=sample_image(32, 32, batch=2),
+                                  settings=FalSettings(key=FalKeyRef("studio")))
+            await pack.NODE_CLASS_MAPPINGS["FalImageEndpoint"]().run(
+                endpoint="fal-ai/birefnet", arguments="{}", image=sample_image(32, 32),
+                settings=FalSettings(key=FalKeyRef("studio")))
         finally:
             _audited_loop_thread.clear()
 
     _file_work_on_loop.clear()
-    asyncio.run(two_runs_with_a_saved_key())
-    assert fal.state.count("submit") == 2 and fal.state.count("pricing") >= 1
+    asyncio.run(runs_with_a_saved_key())
+    assert fal.state.count("submit") == 3 and fal.state.count("pricing") >= 1
     assert (tmp_path / "prices.json").exists()     # the refresh did write it
     assert _file_work_on_loop == []
