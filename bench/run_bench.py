@@ -559,8 +559,6 @@ class Bench:
         self.out["import_s"] = round(delta, 3)
 
     def codec(self) -> None:
-        import numpy as np
-        import torch
         from PIL import Image
 
         from comfyui_fal_edit.nodes.stages import results as results_stage

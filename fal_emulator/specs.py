@@ -8,7 +8,7 @@ referenced by name so this module stays a readable catalogue.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 

@@ -44,7 +44,6 @@ import asyncio
 import ipaddress
 import logging
 import os
-import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tools import make_node_docs
 from comfyui_fal_edit import NODE_CLASS_MAPPINGS
 
