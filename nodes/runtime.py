@@ -44,6 +44,9 @@ log = logging.getLogger("comfyui_fal_edit")
 
 WATCH_S = 0.25                             # interrupt flag and status cadence
 STATUS_EVERY_S = 1.0
+# A price refresh started by a run may finish this long after the run's own work; then it
+# is cancelled with the run's loop (the next run or the server's start-up tries again).
+PRICE_REFRESH_GRACE_S = 1.0
 
 
 @dataclass
@@ -221,7 +224,7 @@ class Run:
             finally:
                 await self.uploads.close()
                 if pricing is not None:   # a task of this loop: it ends with it
-                    await asyncio.wait([pricing], timeout=1.0)
+                    await asyncio.wait([pricing], timeout=PRICE_REFRESH_GRACE_S)
                     pricing.cancel()
 
     async def _supervise(self, tasks: list[asyncio.Task]) -> None:

@@ -389,7 +389,7 @@ def _note_file_work(event: str, args: tuple) -> None:
             _file_work_on_loop.append(f"{event} {path}")
 
 
-def test_a_run_leaves_its_file_work_to_worker_threads(fal, tmp_path):
+def test_a_run_leaves_its_file_work_to_worker_threads(fal, tmp_path, monkeypatch):
     """A run's loop is shared by every call of a list input (and a route's by the whole
     server): the price file, the owner's settings, the key file, the catalogue and the
     caches are read and written in worker threads. Watched with Python's audit hook (every file Python
@@ -397,12 +397,13 @@ def test_a_run_leaves_its_file_work_to_worker_threads(fal, tmp_path):
     TLS certificates itself, unseen by the hook: the runtime builds them off the loop too.)"""
     import sys
 
-    from comfyui_fal_edit.nodes import catalogue, pricing
+    from comfyui_fal_edit.nodes import catalogue, pricing, runtime
 
     if not _audit_hook_added:
         sys.addaudithook(_note_file_work)
         _audit_hook_added.append(True)
     pricing.prices.clear()                        # the price file is read on first use
+    monkeypatch.setattr(runtime, "PRICE_REFRESH_GRACE_S", 30.0)   # its write is watched too
     keystore.add("studio", "fal-key-studio-0000")
 
     # The catalogue too, read on fal Image Endpoint's first use.
