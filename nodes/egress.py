@@ -37,6 +37,8 @@ FAL_REST_URL = "https://rest.fal.ai"       # fal-client's REST_URL (storage, tok
 MAX_ANSWER_BYTES = 256 << 20
 # The encodings API requests accept (see _capped).
 ANSWER_ENCODINGS = "gzip, deflate"
+# What the user can do about an answer refused for its size or shape.
+ANSWER_FIX = "run again, and check base_url if it persists"
 
 # fal's own hosts (and fal-client's backup domains). https only.
 FAL_DOMAINS = ("fal.run", "fal.ai", "fal.media", "falrun.com")
@@ -261,7 +263,8 @@ def egress_transport(destination: Destination, inner=None):
                 await response.aclose()
                 raise EgressRefused(f"{urlsplit(target).netloc} sent an answer of "
                                     f"{int(declared) >> 20} MiB, more than the "
-                                    f"{MAX_ANSWER_BYTES >> 20} MiB the pack reads; refused")
+                                    f"{MAX_ANSWER_BYTES >> 20} MiB the pack reads, so it was "
+                                    f"refused; {ANSWER_FIX}")
             return _capped(response, urlsplit(target).netloc)
 
         async def aclose(self) -> None:
@@ -281,12 +284,12 @@ def _capped(response, where: str):
     encoding = response.headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
         raise EgressRefused(f"{where} sent an answer packed as '{encoding}', which the pack "
-                            f"did not ask for; refused")
+                            f"did not ask for, so it was refused; {ANSWER_FIX}")
     unpack = zlib.decompressobj(zlib.MAX_WBITS | 32)         if encoding not in ("", "identity") else None   # 32: a gzip or zlib header
 
     def too_big() -> EgressRefused:
         return EgressRefused(f"{where} sent an answer larger than "
-                             f"{MAX_ANSWER_BYTES >> 20} MiB; refused")
+                             f"{MAX_ANSWER_BYTES >> 20} MiB, so it was refused; {ANSWER_FIX}")
 
     class Capped(httpx.AsyncByteStream):
         def __init__(self, stream) -> None:
@@ -295,7 +298,7 @@ def _capped(response, where: str):
         async def __aiter__(self):
             size = 0
             async for chunk in self.stream:
-                for piece in _unpacked(unpack, chunk):
+                for piece in _unpacked(unpack, chunk, where):
                     size += len(piece)
                     if size > MAX_ANSWER_BYTES:
                         raise too_big()
@@ -318,7 +321,7 @@ def _capped(response, where: str):
                           stream=Capped(response.stream), extensions=response.extensions)
 
 
-def _unpacked(unpack, chunk: bytes, piece_bytes: int = 1 << 20):
+def _unpacked(unpack, chunk: bytes, where: str, piece_bytes: int = 1 << 20):
     """`chunk` as it arrived, or unpacked in pieces of at most `piece_bytes`."""
     import zlib
 
@@ -331,8 +334,8 @@ def _unpacked(unpack, chunk: bytes, piece_bytes: int = 1 << 20):
             chunk = unpack.unconsumed_tail
             yield piece
     except zlib.error:
-        raise EgressRefused("an answer's compressed body could not be unpacked; refused") \
-            from None
+        raise EgressRefused(f"{where} sent a compressed answer that could not be unpacked, so "
+                            f"it was refused; {ANSWER_FIX}") from None
 
 
 def download_transport(destination: Destination, inner=None, **options):

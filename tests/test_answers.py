@@ -195,6 +195,26 @@ async def test_a_compressed_answer_is_counted_unpacked(monkeypatch):
     assert seen_encodings == ["gzip, deflate"]
 
 
+def test_a_gzip_answer_from_the_queue_is_refused_at_the_cap_it_unpacks_to(fal, monkeypatch):
+    """End to end through fal-client: the result answer arrives as 4 KB of gzip that
+    unpacks past the cap; the node fails in one sentence naming the host and the fix."""
+    import gzip
+
+    from aiohttp import web
+    monkeypatch.setattr(egress, "MAX_ANSWER_BYTES", 1 << 20)
+
+    def packed(self, job):
+        body = gzip.compress(b'{"images": [], "pad": "' + b" " * (4 << 20) + b'"}')
+        return web.Response(body=body, headers={"Content-Encoding": "gzip",
+                                                "Content-Type": "application/json"})
+    monkeypatch.setattr(EmulatorServer, "_result_response", packed)
+    with pytest.raises(FalNodeError) as caught:
+        run_node("FalSharpen", image=sample_image(16, 16))
+    assert str(caught.value).startswith("fal Sharpen: ")
+    assert "sent an answer larger than 1 MiB, so it was refused; run again, and check " \
+           "base_url if it persists" in str(caught.value)
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", ""])
 async def test_a_compressed_answer_within_the_cap_reads_as_usual(encoding):
