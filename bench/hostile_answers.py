@@ -14,6 +14,7 @@ rewritten, and prints the node process's peak RSS and how the run ended:
   zstd bomb   the same as Content-Encoding: zstd (~64 KB)
   JSON bomb   a result JSON of ~100 KB gzip unpacking to 100 MiB of `{},{},...`
   4x10000^2   num_images 4, each a real 10000 x 10000 PNG (~300 KB each)
+  PNG result  fal Image Endpoint on fal-ai/birefnet (a PNG with alpha): SVG's baseline
   SVG result  fal Image Endpoint on fal-ai/image2svg: the emulator answers with SVG
 
     .venv/bin/python bench/hostile_answers.py [--pack PATH]
@@ -34,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ("normal", "200 files", "1 GiB body", "12000^2 PNG", "EPS file", "brotli bomb",
-         "zstd bomb", "JSON bomb", "4x10000^2", "SVG result")
+         "zstd bomb", "JSON bomb", "4x10000^2", "PNG result", "SVG result")
 BOMB_BYTES = 2 << 30
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n0 0 moveto 64 64 lineto stroke\n" \
     b"showpage\n"
@@ -80,7 +81,8 @@ def serve(case: str) -> None:
     extra: dict = {}
 
     def tampered(self, job):
-        if job.result is not None and not getattr(job, "tampered", False):
+        if job.result is not None and "images" in job.result and \
+                not getattr(job, "tampered", False):
             result, first = dict(job.result), job.result["images"][0]
             if case == "200 files":
                 result["images"] = [first] * 200
@@ -144,8 +146,9 @@ def run(pack: str, case: str) -> None:
     from conftest import run_node
     image = torch.rand(1, 1024, 1024, 3)
     try:
-        if case == "SVG result":
-            images, *_ = run_node("FalImageEndpoint", endpoint="fal-ai/image2svg", image=image,
+        if case in ("PNG result", "SVG result"):
+            endpoint = "fal-ai/image2svg" if case == "SVG result" else "fal-ai/birefnet"
+            images, *_ = run_node("FalImageEndpoint", endpoint=endpoint, image=image,
                                   arguments="{}")
         else:
             images, *_ = run_node("FalFluxDevImageToImage", image=image, prompt="a duck",
