@@ -780,6 +780,7 @@ class EmulatorServer:
                 out["prompt"] = prompt
             if "timings" in spec.output_fields:
                 out["timings"] = {"inference": round(time.monotonic() - job.started, 4)}
+            out.update(vector.answer_fields(spec.output_fields, files, self.files))
             if "mask_image" in spec.output_fields and params.get("output_mask") and images:
                 # Background removal's optional matte: white where the subject is.
                 matte = Image.fromarray(imageops.cutout_matte(*images[0].size), "L")

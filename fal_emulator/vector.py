@@ -54,3 +54,17 @@ def svg_file(img: Image.Image) -> tuple[bytes, str, str]:
             f'viewBox="0 0 {cols} {rows}" preserveAspectRatio="none" '
             f'shape-rendering="crispEdges">\n' + "\n".join(shapes) + "\n</svg>\n")
     return text.encode(), "image/svg+xml", SVG_FORMAT
+
+
+def answer_fields(output_fields: tuple, files: list[dict], store) -> dict:
+    """Fields fal sends beside an SVG file: vecglypher's `svg_content` (the SVG's text)."""
+    if "svg_content" not in output_fields or not files:
+        return {}
+    url = files[0]["url"]
+    if url.startswith("data:"):
+        import base64
+        data = base64.b64decode(url.split(",", 1)[1])
+    else:
+        stored = store.get(url.split("/files/", 1)[1].split("/", 1)[0])
+        data = stored.data if stored is not None else b""
+    return {"svg_content": data.decode("utf-8", "replace")}

@@ -120,3 +120,12 @@ def test_a_refused_svg_result_says_so_in_one_sentence(fal, monkeypatch):
                  arguments="{}")
     assert "an SVG result declares XML entities, which the pack does not expand, so it was " \
            "not drawn (fal billed this request); run again" in str(caught.value)
+
+
+def test_vecglypher_answers_its_svg_as_a_file_and_as_text(fal):
+    images, _, urls, result_json = run_node(
+        "FalImageEndpoint", endpoint="fal-ai/vecglypher/image-to-svg",
+        image=sample_image(64, 64), arguments='{"prompt": "Ab"}')
+    answer = json.loads(result_json)[0]
+    assert urls.endswith(".svg") and images.shape[0] == 1
+    assert answer["svg_content"] == answer["svg"][0]
