@@ -15,6 +15,7 @@ import pytest
 from conftest import run_node, sample_image
 from servers import Recorder
 
+from bench.hostile_answers import big_png
 from comfyui_fal_edit.nodes import egress, imaging
 from comfyui_fal_edit.nodes.errors import FalNodeError
 from comfyui_fal_edit.nodes.settings import FalSettings
@@ -309,18 +310,6 @@ async def test_a_public_name_that_leads_inside_is_refused_before_its_body():
 
 
 # -- round two (issue 21): formats, encodings, parsed size, pixels per run, SVG ----------
-
-def big_png(side: int) -> bytes:
-    """A black side x side RGB PNG of a few KB, written row by row."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + \
-            struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
-    deflate = zlib.compressobj(9)
-    row = b"\0" * (1 + 3 * side)
-    idat = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)) \
-        + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
 
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
 
