@@ -50,7 +50,7 @@ class ItemResult:
     # batch's decoded frames and the batch itself are never all in memory at once).
     frames: list[np.ndarray | None]
     urls: list[str]
-    flagged: list[bool]
+    flagged: list[bool | str]   # fal's NSFW flags; a str where fal sent none (results.py)
     seed: int | None = None
     request_id: str | None = None
     # fal Image Endpoint only: each frame's alpha (None where opaque) and the answer's
