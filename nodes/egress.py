@@ -383,7 +383,7 @@ def _capped(response, where: str, what: str = "an answer", billed: bool = False)
 
 
 def _json_values(piece: bytes) -> int:
-    """At least as many JSON values as `piece` can open: every member but a container's
+    """An upper bound on the JSON values `piece` opens: every member but a container's
     first follows a comma, and each container counts for itself and its first member."""
     return piece.count(b",") + 2 * (piece.count(b"{") + piece.count(b"["))
 

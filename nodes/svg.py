@@ -41,7 +41,12 @@ _LENGTH = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([a-zA-
 
 
 class SvgRefused(ValueError):
-    """An SVG result the pack will not draw; str() says why, in the user's words."""
+    """An SVG result the pack will not draw; str() says why, in the user's words, and
+    `fix` what the user can do about it."""
+
+    def __init__(self, why: str, fix: str = "run again, and check base_url if it persists"):
+        super().__init__(why)
+        self.fix = fix
 
 
 def looks_like_svg(data: bytes) -> bool:
@@ -193,8 +198,9 @@ def render(data: bytes, max_pixels: int) -> np.ndarray:
     try:
         import resvg_py
     except ImportError:
-        raise SvgRefused("an SVG result needs the resvg-py package to be drawn; install it "
-                         "in ComfyUI's Python (pip install resvg-py)") from None
+        raise SvgRefused("an SVG result needs the resvg-py package, which is not installed",
+                         "install it in ComfyUI's Python (pip install resvg-py, or the pack's "
+                         "requirements.txt) and run again") from None
     cleaner = _Cleaner(max_pixels)
     cleaner.feed(data)
     width, height = cleaner.drawn_size()

@@ -129,3 +129,13 @@ def test_vecglypher_answers_its_svg_as_a_file_and_as_text(fal):
     answer = json.loads(result_json)[0]
     assert urls.endswith(".svg") and images.shape[0] == 1
     assert answer["svg_content"] == answer["svg"][0]
+
+
+def test_without_resvg_an_svg_result_says_what_to_install(fal, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "resvg_py", None)       # as if not installed
+    with pytest.raises(FalNodeError) as caught:
+        run_node("FalImageEndpoint", endpoint="fal-ai/image2svg", image=sample_image(32, 32),
+                 arguments="{}")
+    assert "an SVG result needs the resvg-py package, which is not installed, so it was not " \
+           "drawn (fal billed this request); install it in ComfyUI's Python" in str(caught.value)

@@ -118,8 +118,7 @@ class ResultFiles:
                           f"PNG or JPEG as output_format where the endpoint has one, and "
                           f"check base_url if it persists") from None
         except svg.SvgRefused as exc:
-            raise refused(f"{exc}, so it was not drawn; run again, and check base_url if it "
-                          f"persists") from None
+            raise refused(f"{exc}, so it was not drawn; {exc.fix}") from None
         except (OSError, ValueError, Image.DecompressionBombError):
             # PIL.UnidentifiedImageError is an OSError
             raise refused("fal sent a result file that is not a readable image; run the node "
