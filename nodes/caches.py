@@ -59,6 +59,7 @@ class ItemResult:
     extra: dict | None = None
     files: list[bytes] | None = None             # the result files, where frames are None
     sizes: list[tuple[int, int]] | None = None   # (height, width) of each frame
+    notes: list[str] | None = None               # what the status should say (a fresh result)
 
     def frame(self, n: int) -> np.ndarray:
         """Frame n, decoded from its file if it is not held decoded."""

@@ -429,10 +429,11 @@ def _open(data: bytes, fmt: str) -> Image.Image:
             raise TooManyPixels(f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0)}") from None
 
 
-def stated_size(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> tuple[int, int]:
+def stated_size(data: bytes, max_pixels: int | None = None) -> tuple[int, int]:
     """(width, height) a result file will decode to, from its header (an SVG: the size it
     is drawn at). UnsupportedFormat or TooManyPixels before any pixel is decoded."""
     from . import svg
+    max_pixels = max_pixels or MAX_RESULT_PIXELS      # read now: tests lower it
     fmt = result_format(data)
     if fmt == "SVG":
         return svg.stated_size(data, max_pixels)
@@ -443,13 +444,14 @@ def stated_size(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> tuple[int, 
     return width, height
 
 
-def decode(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> np.ndarray:
+def decode(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     """A result file (RESULT_FORMATS, WebP or SVG) -> H x W x 3 uint8 RGB (alpha dropped,
     as ComfyUI's loaders do; GIF and TIFF: the first frame).
 
     The format is told from the first bytes and the size read from the header before
     decoding: UnsupportedFormat or TooManyPixels before any pixel is decoded."""
     from . import svg
+    max_pixels = max_pixels or MAX_RESULT_PIXELS
     fmt = result_format(data)
     if fmt == "SVG":
         return np.ascontiguousarray(svg.render(data, max_pixels)[..., :3])
@@ -469,9 +471,10 @@ def decode(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> np.ndarray:
         return np.array(rgb)      # writable (torch.from_numpy warns about a read-only array)
 
 
-def decode_alpha(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> np.ndarray | None:
+def decode_alpha(data: bytes, max_pixels: int | None = None) -> np.ndarray | None:
     """A result file's transparency as H x W uint8 (255 opaque), or None when it has none."""
     from . import svg
+    max_pixels = max_pixels or MAX_RESULT_PIXELS
     fmt = result_format(data)
     if fmt == "SVG":
         alpha = svg.render(data, max_pixels)[..., 3]

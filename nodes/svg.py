@@ -192,6 +192,21 @@ def stated_size(data: bytes, max_pixels: int) -> tuple[int, int]:
     return cleaner.drawn_size()
 
 
+def scaled_note(data: bytes, max_pixels: int) -> str | None:
+    """A note for the status when the SVG states more pixels than it is drawn at."""
+    cleaner = _Cleaner(max_pixels, stop_after_root=True)
+    try:
+        cleaner.feed(data)
+    except _RootRead:
+        pass
+    (width, height), drawn = cleaner.size(), cleaner.drawn_size()
+    if drawn[0] * drawn[1] >= math.floor(width) * math.floor(height):
+        return None
+    return (f"an SVG result that states {width:.0f}x{height:.0f} was drawn at "
+            f"{drawn[0]}x{drawn[1]} to stay within {max_pixels // 1_000_000} MP; its URL "
+            f"has the SVG itself")
+
+
 def render(data: bytes, max_pixels: int) -> np.ndarray:
     """The SVG drawn as H x W x 4 uint8 RGBA (transparent where it draws nothing)."""
     from PIL import Image

@@ -19,7 +19,7 @@ pytest.importorskip("resvg_py")
 SVG_NS = 'xmlns="http://www.w3.org/2000/svg"'
 
 
-def drawn(text: str, max_pixels: int = imaging.MAX_RESULT_PIXELS):
+def drawn(text: str, max_pixels: int | None = None):
     return imaging.decode(text.encode(), max_pixels)
 
 
@@ -139,3 +139,24 @@ def test_without_resvg_an_svg_result_says_what_to_install(fal, monkeypatch):
                  arguments="{}")
     assert "an SVG result needs the resvg-py package, which is not installed, so it was not " \
            "drawn (fal billed this request); install it in ComfyUI's Python" in str(caught.value)
+
+
+def test_an_svg_drawn_smaller_than_it_states_says_so(fal, monkeypatch, statuses):
+    original = EmulatorServer._result_response
+
+    def huge_svg(self, job):
+        if job.result is not None and not job.__dict__.get("tampered"):
+            data = f'<svg {SVG_NS} width="20000" height="10000"><rect width="9" height="9"/></svg>'
+            url = FileStore.url(fal.base_url, fal.server.files.put(data.encode(),
+                                                                   "image/svg+xml", "r.svg"),
+                                "r.svg")
+            job.result = {**job.result, "images": [{"url": url}]}
+            job.tampered = True
+        return original(self, job)
+    monkeypatch.setattr(EmulatorServer, "_result_response", huge_svg)
+    monkeypatch.setattr(imaging, "MAX_RESULT_PIXELS", 2_000_000)    # 100 MP in use
+    images, *_ = run_node("FalImageEndpoint", endpoint="fal-ai/image2svg",
+                          image=sample_image(32, 32), arguments="{}")
+    assert tuple(images.shape) == (1, 1000, 2000, 3)
+    assert "an SVG result that states 20000x10000 was drawn at 2000x1000 to stay within " \
+           "2 MP" in statuses[-1]

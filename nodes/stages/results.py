@@ -133,10 +133,12 @@ class ResultFiles:
                                                  for b in files)))
             extra = without_image_payloads(result, self.endpoint.output_field)
             extra.update(svg_texts(blobs))
+        notes = [note for blob in blobs if imaging.result_format(blob) == "SVG"
+                 and (note := svg.scaled_note(blob, imaging.MAX_RESULT_PIXELS))]
         return ItemResult([None] * len(files), urls, flags,
                           _first_seed(result.get("seed"), item.payload.get("seed")),
                           item.request_id, alphas, extra,
-                          files=files, sizes=[size for _, size, _ in decoded])
+                          files=files, sizes=[size for _, size, _ in decoded], notes=notes)
 
     def _count_pixels(self, sizes: list[tuple[int, int]]) -> None:
         """Add one item's result images (from their headers) to the run's pixels; refused
@@ -356,6 +358,7 @@ async def assemble(items: list[WorkItem], settings: FalSettings,
                 notes.append(f"input {img.downscaled_from[0]}x{img.downscaled_from[1]} "
                              f"downscaled to {img.size[0]}x{img.size[1]} to fit the "
                              f"endpoint's limits")
+        notes.extend(item.result.notes or [] if item.result is not None else [])
     failed = [i for i in items if i.error is not None or i.result is None]
     if failed:
         first = failed[0]
