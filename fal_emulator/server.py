@@ -40,7 +40,7 @@ from urllib.parse import unquote, urlparse
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
-from . import imageops
+from . import imageops, vector
 from .specs import ENDPOINTS, PRICES, EndpointSpec, field_error, validate
 from .state import JOB_OUTCOME_KINDS, EmulatorState, FaultRule
 
@@ -258,6 +258,8 @@ def encode_image(img: Image.Image, fmt: str, result_mode: str | None) -> tuple[b
     the container follows what the mode can be stored in (CMYK -> JPEG,
     alpha/palette -> PNG).
     """
+    if fmt == vector.SVG_FORMAT:
+        return vector.svg_file(img)
     if result_mode:
         img = _convert_mode(img, result_mode)
         if result_mode == "CMYK":
@@ -727,7 +729,8 @@ class EmulatorServer:
         nsfw = (spec.nsfw_check and bool(_NSFW_RE.search(prompt))
                 and params.get("enable_safety_checker", True))
         size = state.next_output_size()
-        fmt = params.get("output_format") or spec.default_format
+        fmt = vector.output_format(spec.endpoint_id, params,
+                                   params.get("output_format") or spec.default_format)
 
         files, flags = [], []
         for i in range(_images_to_make(spec, params)):
@@ -777,6 +780,7 @@ class EmulatorServer:
                 out["prompt"] = prompt
             if "timings" in spec.output_fields:
                 out["timings"] = {"inference": round(time.monotonic() - job.started, 4)}
+            out.update(vector.answer_fields(spec.output_fields, files, self.files))
             if "mask_image" in spec.output_fields and params.get("output_mask") and images:
                 # Background removal's optional matte: white where the subject is.
                 matte = Image.fromarray(imageops.cutout_matte(*images[0].size), "L")

@@ -50,7 +50,7 @@ class ItemResult:
     # batch's decoded frames and the batch itself are never all in memory at once).
     frames: list[np.ndarray | None]
     urls: list[str]
-    flagged: list[bool]
+    flagged: list[bool | str]   # fal's NSFW flags; a str where fal sent none (results.py)
     seed: int | None = None
     request_id: str | None = None
     # fal Image Endpoint only: each frame's alpha (None where opaque) and the answer's
@@ -59,6 +59,7 @@ class ItemResult:
     extra: dict | None = None
     files: list[bytes] | None = None             # the result files, where frames are None
     sizes: list[tuple[int, int]] | None = None   # (height, width) of each frame
+    notes: list[str] | None = None               # what the status should say (a fresh result)
 
     def frame(self, n: int) -> np.ndarray:
         """Frame n, decoded from its file if it is not held decoded."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -35,8 +36,15 @@ FAL_REST_URL = "https://rest.fal.ai"       # fal-client's REST_URL (storage, tok
 # An API answer (result JSON, inline results included) larger than this is refused as it
 # streams in, before fal-client holds it (and its parsed copy) in memory.
 MAX_ANSWER_BYTES = 256 << 20
-# The encodings API requests accept (see _capped).
+# A JSON answer may hold at most this many values (objects, arrays, and their members),
+# counted as it streams in: 100 MiB of `{},{},...` parses into 5 GiB of dicts. One value
+# costs Python ~64 bytes at most, so the parsed answer stays within ~100 MB.
+MAX_ANSWER_VALUES = 1_000_000
+# ...and nest at most this deep (checked once parsed; see answer_shape_problem).
+MAX_ANSWER_DEPTH = 64
+# The encodings API requests and result downloads accept (see _capped).
 ANSWER_ENCODINGS = "gzip, deflate"
+BILLED = " (fal billed this request)"
 # What the user can do about an answer refused for its size or shape.
 ANSWER_FIX = "run again, and check base_url if it persists"
 
@@ -261,11 +269,14 @@ def egress_transport(destination: Destination, inner=None):
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
                 await response.aclose()
-                raise EgressRefused(f"{urlsplit(target).netloc} sent an answer of "
-                                    f"{int(declared) >> 20} MiB, more than the "
-                                    f"{MAX_ANSWER_BYTES >> 20} MiB the pack reads, so it was "
-                                    f"refused; {ANSWER_FIX}")
-            return _capped(response, urlsplit(target).netloc)
+                sentence = (f"{urlsplit(target).netloc} sent an answer of "
+                            f"{int(declared) >> 20} MiB, more than the "
+                            f"{MAX_ANSWER_BYTES >> 20} MiB the pack reads, so it was "
+                            f"refused; {ANSWER_FIX}")
+                raise EgressRefused(with_billed(sentence)
+                                    if _is_result_fetch(request.method, target) else sentence)
+            return _capped(response, urlsplit(target).netloc,
+                           billed=_is_result_fetch(request.method, target))
 
         async def aclose(self) -> None:
             await self.inner.aclose()
@@ -273,40 +284,90 @@ def egress_transport(destination: Destination, inner=None):
     return EgressTransport()
 
 
-def _capped(response, where: str):
+def _is_result_fetch(method: str, url: str) -> bool:
+    """A GET of a queue request's result ({app}/requests/{id}): fal has billed it."""
+    return method == "GET" and re.search(r"/requests/[^/]+/?$", urlsplit(url).path) is not None
+
+
+def with_billed(sentence: str) -> str:
+    """A refusal sentence ("cause; fix") saying that fal billed the request it answers."""
+    cause, sep, fix = sentence.partition("; ")
+    return f"{cause}{BILLED}{sep}{fix}"
+
+
+def answer_shape_problem(answer: object) -> str | None:
+    """Why a parsed answer is refused (nested deeper than MAX_ANSWER_DEPTH), or None.
+    Walked without recursion; its size was bounded while it streamed in."""
+    stack = [(answer, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        elif not isinstance(value, list):
+            continue
+        if depth > MAX_ANSWER_DEPTH:
+            return answer_nested_too_deep()
+        stack.extend((member, depth + 1) for member in value)
+    return None
+
+
+def answer_nested_too_deep() -> str:
+    """The refusal of a result nested past MAX_ANSWER_DEPTH (fal has billed it)."""
+    return with_billed(f"the answer nests more than {MAX_ANSWER_DEPTH} levels deep, so it "
+                       f"was refused; {ANSWER_FIX}")
+
+
+def _capped(response, where: str, what: str = "an answer", billed: bool = False):
     """The response, refused once its body passes MAX_ANSWER_BYTES, counted unpacked: a
     compressed answer is unpacked here, a bounded piece at a time, so a small gzip that
-    unpacks to gigabytes is refused at the cap instead of filling memory in httpx."""
+    unpacks to gigabytes is refused at the cap instead of filling memory in httpx. A JSON
+    answer is also refused past MAX_ANSWER_VALUES values, before it is parsed. `billed`:
+    the refusal says fal billed the request (a result, fetched after fal finished)."""
     import zlib
 
     import httpx
 
+    def refused(sentence: str) -> EgressRefused:
+        return EgressRefused(with_billed(sentence) if billed else sentence)
+
     encoding = response.headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
-        raise EgressRefused(f"{where} sent an answer packed as '{encoding}', which the pack "
-                            f"did not ask for, so it was refused; {ANSWER_FIX}")
-    unpack = zlib.decompressobj(zlib.MAX_WBITS | 32)         if encoding not in ("", "identity") else None   # 32: a gzip or zlib header
+        raise refused(f"{where} sent {what} packed as '{encoding}', which the pack did not "
+                      f"ask for, so it was refused; {ANSWER_FIX}")
+    unpack = zlib.decompressobj(zlib.MAX_WBITS | 32) \
+        if encoding not in ("", "identity") else None   # 32: a gzip or zlib header
+    is_json = response.headers.get("content-type", "").lower().startswith("application/json")
 
     def too_big() -> EgressRefused:
-        return EgressRefused(f"{where} sent an answer larger than "
-                             f"{MAX_ANSWER_BYTES >> 20} MiB, so it was refused; {ANSWER_FIX}")
+        return refused(f"{where} sent {what} larger than {MAX_ANSWER_BYTES >> 20} MiB, so it "
+                       f"was refused; {ANSWER_FIX}")
+
+    def too_many_values() -> EgressRefused:
+        return refused(f"{where} sent {what} of more than {MAX_ANSWER_VALUES:,} JSON values, "
+                       f"so it was refused before it was read; {ANSWER_FIX}")
 
     class Capped(httpx.AsyncByteStream):
         def __init__(self, stream) -> None:
             self.stream = stream
 
         async def __aiter__(self):
-            size = 0
+            size = values = 0
             async for chunk in self.stream:
-                for piece in _unpacked(unpack, chunk, where):
+                for piece in _unpacked(unpack, chunk, where, refused):
                     size += len(piece)
                     if size > MAX_ANSWER_BYTES:
                         raise too_big()
+                    if is_json:
+                        values += _json_values(piece)
+                        if values > MAX_ANSWER_VALUES:
+                            raise too_many_values()
                     yield piece
             if unpack is not None:
                 tail = unpack.flush()
                 if size + len(tail) > MAX_ANSWER_BYTES:
                     raise too_big()
+                if is_json and values + _json_values(tail) > MAX_ANSWER_VALUES:
+                    raise too_many_values()
                 yield tail
 
         async def aclose(self) -> None:
@@ -321,7 +382,14 @@ def _capped(response, where: str):
                           stream=Capped(response.stream), extensions=response.extensions)
 
 
-def _unpacked(unpack, chunk: bytes, where: str, piece_bytes: int = 1 << 20):
+def _json_values(piece: bytes) -> int:
+    """An upper bound on the JSON values `piece` opens: every member but a container's
+    first follows a comma, and each container counts for itself and its first member."""
+    return piece.count(b",") + 2 * (piece.count(b"{") + piece.count(b"["))
+
+
+def _unpacked(unpack, chunk: bytes, where: str, refused=EgressRefused,
+              piece_bytes: int = 1 << 20):
     """`chunk` as it arrived, or unpacked in pieces of at most `piece_bytes`."""
     import zlib
 
@@ -334,8 +402,8 @@ def _unpacked(unpack, chunk: bytes, where: str, piece_bytes: int = 1 << 20):
             chunk = unpack.unconsumed_tail
             yield piece
     except zlib.error:
-        raise EgressRefused(f"{where} sent a compressed answer that could not be unpacked, so "
-                            f"it was refused; {ANSWER_FIX}") from None
+        raise refused(f"{where} sent compressed data that could not be unpacked, so it was "
+                      f"refused; {ANSWER_FIX}") from None
 
 
 def download_transport(destination: Destination, inner=None, **options):
@@ -357,13 +425,20 @@ def download_transport(destination: Destination, inner=None, **options):
             if "authorization" in request.headers or not destination.may_redirect_to(url):
                 raise EgressRefused(f"refused to fetch a result from {where}: a result may "
                                     f"only come from fal's file hosts or the allowed server")
+            # Only the encodings _capped unpacks a bounded piece at a time (httpx asks for
+            # br and zstd when their libraries are installed, and inflates each chunk whole).
+            request.headers["accept-encoding"] = ANSWER_ENCODINGS
             response = await self.inner.handle_async_request(request)
             address = _peer_address(response)
             if address and is_private_host(address) and not destination.is_own(url):
                 await response.aclose()
                 raise EgressRefused(f"refused to fetch a result from {where}: it is at the "
                                     f"private address {address}")
-            return response
+            try:
+                return _capped(response, where, "a result file", billed=True)
+            except EgressRefused:
+                await response.aclose()
+                raise
 
         async def aclose(self) -> None:
             await self.inner.aclose()

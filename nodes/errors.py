@@ -98,6 +98,9 @@ def translate(exc: BaseException, key_label: str) -> str:
         return "fal sent an unreadable answer (malformed JSON); run again later"
     if isinstance(exc, asyncio.TimeoutError):
         return "fal did not finish in time"
+    if isinstance(exc, RecursionError):   # json's parser, on an answer nested thousands deep
+        from .egress import answer_nested_too_deep
+        return answer_nested_too_deep()
     from .egress import EgressRefused
     if isinstance(exc, EgressRefused):   # already a sentence with the host in it
         return str(exc)

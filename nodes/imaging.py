@@ -361,17 +361,101 @@ class TooManyPixels(ValueError):
     """The file's header claims more pixels than MAX_RESULT_PIXELS."""
 
 
-def decode(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> np.ndarray:
-    """Any image file -> H x W x 3 uint8 RGB (alpha dropped, as ComfyUI's loaders do).
+class UnsupportedFormat(ValueError):
+    """A result file in a format the pack does not open; str() names the format."""
 
-    The size is read from the file's header first; TooManyPixels before decoding."""
+
+# The only formats a result file is opened as, each recognised by its first bytes before
+# any decoder runs: given no list, Pillow tries every format it knows, and EPS starts
+# Ghostscript on the file's PostScript. (name, Pillow's format, first bytes...)
+RESULT_FORMATS = (
+    ("PNG", "PNG", b"\x89PNG\r\n\x1a\n"),
+    ("JPEG", "JPEG", b"\xff\xd8\xff"),
+    ("GIF", "GIF", b"GIF87a", b"GIF89a"),
+    ("TIFF", "TIFF", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+)
+# Formats recognised only to name them in the refusal.
+_OTHER_FORMATS = (
+    (b"%!PS", "EPS (PostScript)"), (b"\xc5\xd0\xd3\xc6", "EPS (PostScript)"),
+    (b"%PDF", "PDF"), (b"BM", "BMP"), (b"\x00\x00\x01\x00", "ICO"), (b"8BPS", "PSD"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"\xffO\xffQ", "JPEG 2000"),
+    (b"\xff\x0a", "JPEG XL"), (b"\x00\x00\x00\x0cJXL ", "JPEG XL"), (b"qoif", "QOI"),
+    (b"DDS ", "DDS"), (b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "ZIP"), (b"{", "JSON"),
+    (b"P6", "PPM"), (b"P5", "PGM"), (b"#?RADIANCE", "HDR"), (b"\x76\x2f\x31\x01", "OpenEXR"),
+)
+
+
+def result_format(data: bytes) -> str:
+    """'PNG', 'JPEG', 'WEBP', 'GIF', 'TIFF' or 'SVG', from the file's first bytes;
+    UnsupportedFormat naming what it is otherwise."""
+    from . import svg
+    for name, _, *magics in RESULT_FORMATS:
+        if data.startswith(tuple(magics)):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if svg.looks_like_svg(data):
+        return "SVG"
+    raise UnsupportedFormat(format_name(data))
+
+
+def format_name(data: bytes) -> str:
+    """What a file that is none of the result formats is, for the refusal."""
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        return "AVIF" if brand.startswith(b"avi") else "HEIC" if brand.startswith(b"hei") \
+            or brand in (b"mif1", b"msf1") else "MP4/QuickTime"
+    if data[:4] == b"RIFF":
+        return f"RIFF {data[8:12].decode('latin-1').strip() or '?'}"
+    for magic, name in _OTHER_FORMATS:
+        if data.startswith(magic):
+            return name
+    head = data[:256].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "HTML"
+    if head.startswith(b"<"):
+        return "XML that is not SVG"
+    return f"an unknown format (it starts {data[:8].hex(' ') or 'empty'})"
+
+
+def _open(data: bytes, fmt: str) -> Image.Image:
+    """The file opened lazily (header only) as `fmt` and nothing else."""
+    pillow = "WEBP" if fmt == "WEBP" else next(p for n, p, *_ in RESULT_FORMATS if n == fmt)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # checked below
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # checked by callers
         try:
-            opened = Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data), formats=[pillow])
         except Image.DecompressionBombError:
             raise TooManyPixels(f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0)}") from None
-    with opened as img:
+
+
+def stated_size(data: bytes, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) a result file will decode to, from its header (an SVG: the size it
+    is drawn at). UnsupportedFormat or TooManyPixels before any pixel is decoded."""
+    from . import svg
+    max_pixels = max_pixels or MAX_RESULT_PIXELS      # read now: tests lower it
+    fmt = result_format(data)
+    if fmt == "SVG":
+        return svg.stated_size(data, max_pixels)
+    with _open(data, fmt) as img:
+        width, height = img.size
+    if width * height > max_pixels:
+        raise TooManyPixels(f"{width}x{height}")
+    return width, height
+
+
+def decode(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+    """A result file (RESULT_FORMATS, WebP or SVG) -> H x W x 3 uint8 RGB (alpha dropped,
+    as ComfyUI's loaders do; GIF and TIFF: the first frame).
+
+    The format is told from the first bytes and the size read from the header before
+    decoding: UnsupportedFormat or TooManyPixels before any pixel is decoded."""
+    from . import svg
+    max_pixels = max_pixels or MAX_RESULT_PIXELS
+    fmt = result_format(data)
+    if fmt == "SVG":
+        return np.ascontiguousarray(svg.render(data, max_pixels)[..., :3])
+    with _open(data, fmt) as img:
         width, height = img.size
         if width * height > max_pixels:
             raise TooManyPixels(f"{width}x{height}")
@@ -387,14 +471,26 @@ def decode(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> np.ndarray:
         return np.array(rgb)      # writable (torch.from_numpy warns about a read-only array)
 
 
-def decode_alpha(data: bytes) -> np.ndarray | None:
+def decode_alpha(data: bytes, max_pixels: int | None = None) -> np.ndarray | None:
     """A result file's transparency as H x W uint8 (255 opaque), or None when it has none."""
-    with Image.open(io.BytesIO(data)) as img:
+    from . import svg
+    max_pixels = max_pixels or MAX_RESULT_PIXELS
+    fmt = result_format(data)
+    if fmt == "SVG":
+        alpha = svg.render(data, max_pixels)[..., 3]
+        return None if alpha.min() == 255 else alpha.copy()
+    with _open(data, fmt) as img:
         img = ImageOps.exif_transpose(img)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info) \
                 or (img.mode in ("RGB", "L") and "transparency" in img.info):
             return np.asarray(img.convert("RGBA"))[..., 3].copy()
     return None
+
+
+def is_black(frame: np.ndarray) -> bool:
+    """Every pixel black, as fal returns a result its safety checker flagged (1 of 255
+    allowed for a lossy encoder's rounding)."""
+    return bool(frame.max(initial=0) <= 1)
 
 
 def decode_data_uri(uri: str) -> bytes:

@@ -15,6 +15,7 @@ import pytest
 from conftest import run_node, sample_image
 from servers import Recorder
 
+from bench.hostile_answers import big_png
 from comfyui_fal_edit.nodes import egress, imaging
 from comfyui_fal_edit.nodes.errors import FalNodeError
 from comfyui_fal_edit.nodes.settings import FalSettings
@@ -54,7 +55,7 @@ def png_header(width: int, height: int) -> bytes:
 
 
 def run_flux(**values):
-    return run_node(FLUX, image=sample_image(48, 32), prompt="a duck", **values)
+    return run_node(FLUX, image=sample_image(48, 32), **{"prompt": "a duck", **values})
 
 
 def test_more_result_files_than_asked_for_are_refused(fal, answer):
@@ -129,12 +130,46 @@ async def test_no_redirect_to_a_private_address():
         assert not egress.FAL.may_redirect_to(private), private
 
 
-@pytest.mark.parametrize("flags", ["true", {"0": True}, [], ["no"], [0], None])
-@pytest.mark.parametrize("policy", ["drop flagged", "error"])
-def test_malformed_nsfw_flags_count_as_flagged(fal, answer, flags, policy):
+MALFORMED_FLAGS = ["true", {"0": True}, [], ["no"], [0], None]
+
+
+@pytest.mark.parametrize("flags", MALFORMED_FLAGS)
+def test_missing_nsfw_flags_are_not_reported_as_fal_flagging(fal, answer, statuses, flags):
+    """An answer without usable flags and a real (not black) image: fal said nothing, so
+    the node says that, and the paid image is passed on."""
     answer(lambda r: {**r, "has_nsfw_concepts": flags})
-    with pytest.raises(FalNodeError, match="NSFW"):
-        run_flux(settings=FalSettings(nsfw_policy=policy))
+    images, _, _ = run_flux(settings=FalSettings(nsfw_policy="error"))
+    assert images.shape[0] == 1 and images.max() > 0
+    assert "fal's answer carried no NSFW flags for item 1; not all black" in statuses[-1]
+    assert "fal flagged" not in statuses[-1]
+
+
+@pytest.mark.parametrize("flags", MALFORMED_FLAGS)
+@pytest.mark.parametrize("policy", ["drop flagged", "error"])
+def test_a_black_image_without_flags_counts_as_flagged_and_says_why(fal, answer, flags,
+                                                                     policy):
+    """fal returns a flagged result as an all-black image: with no flags in the answer,
+    the black image is what tells, and the sentence says so (not "fal flagged")."""
+    answer(lambda r: {**r, "has_nsfw_concepts": flags})
+    with pytest.raises(FalNodeError) as caught:
+        run_flux(prompt="nsfw duck", settings=FalSettings(nsfw_policy=policy))   # black
+    message = str(caught.value)
+    assert "item 1 came back all black and fal's answer carried no NSFW flags, so it " \
+           "counts as flagged" in message
+    assert "fal flagged" not in message
+
+
+def test_a_kept_black_image_without_flags_is_named_not_passed_on_silently(fal, answer,
+                                                                         statuses):
+    answer(lambda r: {**r, "has_nsfw_concepts": None})
+    images, _, _ = run_flux(prompt="nsfw duck", settings=FalSettings(nsfw_policy="keep flagged"))
+    assert images.max() == 0
+    assert "kept NSFW-flagged item 1" in statuses[-1]
+
+
+def test_fal_flags_are_believed_and_named(fal, statuses):
+    with pytest.raises(FalNodeError, match="fal flagged item 1 as NSFW"):
+        run_flux(prompt="nsfw duck", settings=FalSettings(nsfw_policy="error"))
 
 
 def test_clear_flags_still_pass(fal, answer):
@@ -211,8 +246,8 @@ def test_a_gzip_answer_from_the_queue_is_refused_at_the_cap_it_unpacks_to(fal, m
     with pytest.raises(FalNodeError) as caught:
         run_node("FalSharpen", image=sample_image(16, 16))
     assert str(caught.value).startswith("fal Sharpen: ")
-    assert "sent an answer larger than 1 MiB, so it was refused; run again, and check " \
-           "base_url if it persists" in str(caught.value)
+    assert "sent an answer larger than 1 MiB, so it was refused (fal billed this request); " \
+           "run again, and check base_url if it persists" in str(caught.value)
 
 
 @pytest.mark.asyncio
@@ -229,13 +264,24 @@ async def test_a_compressed_answer_within_the_cap_reads_as_usual(encoding):
     assert response.content == body
 
 
+class Unread(httpx.AsyncBaseTransport):
+    """Answers with `body` and `headers` as a server would, the body not yet read
+    (httpx.MockTransport reads, and so unpacks, it first)."""
+
+    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+        self.body, self.headers, self.asked = body, headers, []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.asked.append(request.headers.get("accept-encoding"))
+        return httpx.Response(200, headers=self.headers, stream=httpx.ByteStream(self.body))
+
+
 @pytest.mark.asyncio
 async def test_an_answer_packed_in_an_encoding_not_asked_for_is_refused():
-    inner = httpx.MockTransport(lambda request: httpx.Response(
-        200, content=b"\x00" * 16, headers={"content-encoding": "br"}))
+    inner = Unread(b"\x00" * 16, {"content-encoding": "br"})
     async with httpx.AsyncClient(transport=egress.egress_transport(egress.FAL, inner)) as http:
         with pytest.raises(egress.EgressRefused, match="packed as 'br'"):
-            await http.get("https://queue.fal.run/fal-ai/x/requests/1")
+            await http.get("https://queue.fal.run/fal-ai/x/status")
 
 
 @pytest.mark.asyncio
@@ -261,3 +307,198 @@ async def test_a_public_name_that_leads_inside_is_refused_before_its_body():
                     await http.get("https://files.example.com/x.png")
             else:
                 assert (await http.get("https://files.example.com/x.png")).content == b"pixels"
+
+
+# -- round two (issue 21): formats, encodings, parsed size, pixels per run, SVG ----------
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+
+
+def test_an_eps_result_is_refused_by_name_before_any_decoder_runs(fal, answer, monkeypatch):
+    """Pillow, given no list of formats, opens EPS with Ghostscript (the attacker's
+    PostScript); the format is told from the first bytes and refused before that."""
+    from PIL import EpsImagePlugin
+    opened = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open",
+                        lambda self: opened.append(1) or (_ for _ in ()).throw(OSError("eps")))
+    eps = stored_file(fal, EPS, "r.png", "image/png")
+    answer(lambda r: {**r, "images": [{**r["images"][0], "url": eps}]})
+    with pytest.raises(FalNodeError) as caught:
+        run_flux()
+    assert "a result file is EPS (PostScript), which the pack does not open (it opens PNG, " \
+           "JPEG, WebP, GIF, TIFF and SVG), so it was refused before decoding (fal billed " \
+           "this request); choose PNG or JPEG as output_format" in str(caught.value)
+    assert opened == []
+
+
+@pytest.mark.parametrize("fmt,name", [("BMP", "BMP"), ("PDF", "PDF"), ("ICO", "ICO"),
+                                      ("PPM", "PPM")])
+def test_formats_pillow_could_open_are_refused_by_name(fmt, name):
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(buf, fmt)
+    with pytest.raises(imaging.UnsupportedFormat, match=f"^{name}$"):
+        imaging.decode(buf.getvalue())
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "TIFF"])
+def test_the_formats_we_mean_open(fmt):
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 10), (250, 250, 250)).save(buf, fmt)
+    frame = imaging.decode(buf.getvalue())
+    assert frame.shape == (10, 20, 3) and frame.min() > 200
+    assert imaging.stated_size(buf.getvalue()) == (20, 10)
+
+
+@pytest.fixture
+def packed_file(fal, monkeypatch):
+    """packed_file(body, encoding) -> a result URL on the run's server that answers with
+    `body` sent as Content-Encoding `encoding`; `.asked` holds each download's
+    Accept-Encoding."""
+    from aiohttp import web
+    original, bodies, asked = EmulatorServer._enter, {}, []
+
+    async def enter(self, request, kind, *args, **kwargs):
+        file_id = request.match_info.get("file_id")
+        if kind != "file" or file_id not in bodies:
+            return await original(self, request, kind, *args, **kwargs)
+        asked.append(request.headers.get("Accept-Encoding"))
+        body, encoding = bodies[file_id]
+        return web.Response(body=body, headers={"Content-Encoding": encoding,
+                                                "Content-Type": "image/png"})
+    monkeypatch.setattr(EmulatorServer, "_enter", enter)
+
+    def make(body: bytes, encoding: str) -> str:
+        url = stored_file(fal, b"placeholder")
+        bodies[url.split("/files/")[1].split("/")[0]] = (body, encoding)
+        return url
+    make.asked = asked
+    return make
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd"])
+def test_a_result_download_packed_as_br_or_zstd_is_refused_unread(fal, answer, packed_file,
+                                                                  monkeypatch, encoding):
+    """httpx asks for br and zstd when their packages are installed and unpacks each chunk
+    whole (1.6 KB of brotli -> 2 GiB); downloads ask only for gzip and deflate, and refuse
+    anything else before reading it. (64 MiB here keeps the test light on old code.)"""
+    from comfyui_fal_edit.nodes.stages import results
+    if encoding == "br":
+        brotli = pytest.importorskip("brotli")
+        bomb = brotli.compress(b"\0" * (64 << 20), quality=9)
+    else:
+        zstandard = pytest.importorskip("zstandard")
+        bomb = zstandard.ZstdCompressor(level=19).compress(b"\0" * (64 << 20))
+    monkeypatch.setattr(results, "MAX_FILE_BYTES", 4 << 20)
+    url = packed_file(bomb, encoding)
+    answer(lambda r: {**r, "images": [{**r["images"][0], "url": url}]})
+    with pytest.raises(FalNodeError) as caught:
+        run_flux()
+    assert f"sent a result file packed as '{encoding}', which the pack did not ask for, so " \
+           f"it was refused (fal billed this request); run again" in str(caught.value)
+    assert packed_file.asked and set(packed_file.asked) == {"gzip, deflate"}
+
+
+def test_a_gzip_result_download_is_counted_unpacked_in_bounded_pieces(fal, answer, packed_file,
+                                                                      monkeypatch):
+    import gzip
+
+    from comfyui_fal_edit.nodes.stages import results
+    seen = []
+    original = results.ResultFiles._count
+
+    def count(self, size):
+        seen.append(size)
+        return original(self, size)
+    monkeypatch.setattr(results.ResultFiles, "_count", count)
+    monkeypatch.setattr(results, "MAX_FILE_BYTES", 8 << 20)
+    url = packed_file(gzip.compress(b"\0" * (32 << 20), compresslevel=9), "gzip")
+    answer(lambda r: {**r, "images": [{**r["images"][0], "url": url}]})
+    with pytest.raises(FalNodeError, match="passed 8 MiB, so it was refused while downloading"):
+        run_flux()
+    assert seen and max(seen) <= 1 << 20          # never a whole unpacked chunk at once
+
+
+def test_a_result_json_of_too_many_values_is_refused_before_it_is_parsed(fal, monkeypatch):
+    """100 MiB of `{},{},...` parses into 5 GiB; the values are counted as the answer
+    streams in (unpacked), and it is refused past the bound, before fal-client parses it."""
+    import gzip
+
+    from aiohttp import web
+    monkeypatch.setattr(egress, "MAX_ANSWER_VALUES", 100_000)
+    original = EmulatorServer._result_response
+
+    def bomb(self, job):
+        real = original(self, job)
+        if job.status != "COMPLETED" or job.error is not None:
+            return real
+        body = b'{"images": [], "x": [' + b"{}," * 300_000 + b"{}]}"
+        return web.Response(body=gzip.compress(body), headers={
+            "Content-Encoding": "gzip", "Content-Type": "application/json"})
+    monkeypatch.setattr(EmulatorServer, "_result_response", bomb)
+    with pytest.raises(FalNodeError) as caught:
+        run_node("FalSharpen", image=sample_image(16, 16))
+    assert "sent an answer of more than 100,000 JSON values, so it was refused before it " \
+           "was read (fal billed this request); run again" in str(caught.value)
+
+
+@pytest.mark.parametrize("depth", [100, 5000])
+def test_a_result_json_nested_too_deep_is_refused(fal, monkeypatch, depth):
+    """Past 64 levels the answer is refused; past Python's recursion limit it could not
+    even be parsed (nor walked, nor written as result_json): one sentence either way."""
+    import json
+
+    from aiohttp import web
+    original = EmulatorServer._result_response
+
+    def nested(self, job):
+        real = original(self, job)
+        if job.status != "COMPLETED" or job.error is not None:
+            return real
+        body = json.dumps(job.result)[:-1] + ', "deep": ' + "[" * depth + "]" * depth + "}"
+        return web.Response(body=body.encode(), content_type="application/json")
+    monkeypatch.setattr(EmulatorServer, "_result_response", nested)
+    with pytest.raises(FalNodeError) as caught:
+        run_flux()
+    assert "nests more than 64 levels deep, so it was refused (fal billed this request); " \
+           "run again" in str(caught.value)
+
+
+def test_a_runs_pixels_are_counted_from_the_headers_before_any_is_decoded(fal, answer,
+                                                                         monkeypatch):
+    """4 results of 2000 x 2000 within a budget of 10 MP: refused from their headers, no
+    pixel decoded and no batch allocated (the issue's 4 x 10000^2 at the real budget)."""
+    from comfyui_fal_edit.nodes.stages import results
+    monkeypatch.setattr(results, "MAX_RUN_PIXELS", 10_000_000, raising=False)
+    decoded = []
+    original = imaging.decode
+    monkeypatch.setattr(imaging, "decode", lambda *a, **k: decoded.append(1) or original(*a, **k))
+    url = stored_file(fal, big_png(2000))
+    answer(lambda r: {**r, "images": [{**f, "url": url} for f in r["images"]]})
+    with pytest.raises(FalNodeError) as caught:
+        run_flux(num_images=4)
+    assert "this run's result images come to 16 MP, more than the 10 MP one run decodes, so " \
+           "they were refused before decoding (fal billed this request); ask for fewer or " \
+           "smaller images" in str(caught.value)
+    assert decoded == []
+
+
+def test_an_output_batch_past_the_budget_is_refused_before_it_is_allocated(fal, answer,
+                                                                          monkeypatch):
+    """Frames of other sizes are fitted to the first one's: 3 results of which the first is
+    2000 x 2000 make a 12 MP batch from 4.02 MP of results."""
+    from comfyui_fal_edit.nodes.stages import results
+    monkeypatch.setattr(results, "MAX_RUN_PIXELS", 10_000_000, raising=False)
+    big, small = stored_file(fal, big_png(2000)), stored_file(fal, big_png(100))
+    answer(lambda r: {**r, "images": [{**f, "url": big if n == 0 else small}
+                                      for n, f in enumerate(r["images"])]})
+    with pytest.raises(FalNodeError) as caught:
+        run_flux(num_images=3)
+    assert "the 3 results would make a 3 x 2000x2000 IMAGE batch (12 MP), more than the 10 " \
+           "MP one run outputs (fal billed these requests); ask for fewer or smaller images" \
+        in str(caught.value)

@@ -5,10 +5,16 @@ flags; `assemble` puts every item's frames together in input order, applies the
 NSFW policy, and fails naming each item that did not arrive (nothing is dropped
 silently).
 
-An answer is checked before it costs memory or disk: no more files than were
-asked for, result URLs only from fal's file hosts or the run's own server,
-downloads capped while they stream, image sizes read from the header before
-decoding, NSFW flags that are not a clear list of booleans count as flagged.
+An answer is checked before it costs memory or disk: no deeper than the pack
+reads, no more files than were asked for, result URLs only from fal's file hosts or
+the run's own server, downloads capped (unpacked) while they stream, each file's
+format told from its first bytes and its size read from its header before decoding,
+and the run's pixels together within MAX_RUN_PIXELS. Every refusal here says that fal
+billed the request: the answer came after fal finished it.
+
+NSFW: fal's flags are believed. Where an endpoint that reports them sent none (or not a
+clear list of booleans), each image is looked at instead: an all-black one is what fal
+returns for a flagged result, so it counts as flagged, and the node says so.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import egress, imaging
+from .. import egress, imaging, svg
 from ..caches import ItemResult, as_stored, caches
 from ..endpoints import Endpoint
 from ..errors import translate
@@ -35,6 +41,20 @@ DOWNLOAD_ATTEMPTS = 4
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 MAX_FILE_BYTES = 64 << 20          # one result file, as it streams in
 MAX_RUN_BYTES = 1 << 30            # all result files of one run together
+# All result images of one run together, in pixels, from their headers before any is
+# decoded; also the most the output batch may hold (a float IMAGE of 256 MP is 3 GB).
+MAX_RUN_PIXELS = 256_000_000
+# What `ItemResult.flagged` holds where fal's answer carried no usable NSFW flags: the
+# image was looked at. FLAGGED_BLACK (truthy) counts as flagged; NOT_FLAGGED_NO_FLAGS
+# (falsy) passes as clean, with a note.
+FLAGGED_BLACK = "all black, no flags"
+NOT_FLAGGED_NO_FLAGS = ""
+FORMATS_OPENED = "PNG, JPEG, WebP, GIF, TIFF and SVG"
+
+
+def refused(sentence: str) -> ItemFailed:
+    """An item refused after fal finished (and billed) it: the sentence says so."""
+    return ItemFailed(sentence if egress.BILLED in sentence else egress.with_billed(sentence))
 
 
 class ResultFiles:
@@ -49,71 +69,108 @@ class ResultFiles:
         self.destination = destination
         self.batch = batch             # where each frame goes as soon as it is decoded
         self.downloaded = 0            # bytes of result files this run, against MAX_RUN_BYTES
+        self.pixels = 0                # pixels of result images this run, against MAX_RUN_PIXELS
 
     async def collect(self, item: WorkItem, result: dict[str, Any]) -> ItemResult:
+        problem = egress.answer_shape_problem(result)
+        if problem:
+            raise refused(problem)
         files = result.get(self.endpoint.output_field)
         if isinstance(files, dict):
             files = [files]
         files = [f for f in (files or []) if isinstance(f, dict) and f.get("url")]
         if not files:
-            raise ItemFailed("fal returned no image; run again, and if it persists change the "
-                             "prompt or settings")
+            raise refused("fal returned no image; run again, and if it persists change the "
+                          "prompt or settings")
         asked = self.endpoint.most_images(item.payload)
         if len(files) > asked:
-            raise ItemFailed(f"the answer lists {len(files)} result files where {asked} "
-                             f"{'was' if asked == 1 else 'were'} asked for, so none were "
-                             f"downloaded; run again, and check base_url if it persists")
+            raise refused(f"the answer lists {len(files)} result files where {asked} "
+                          f"{'was' if asked == 1 else 'were'} asked for, so none were "
+                          f"downloaded; run again, and check base_url if it persists")
         urls = [str(f["url"]) for f in files]
         for url in urls:
             if not url.startswith("data:") and not self.destination.accepts_result_url(url):
-                raise ItemFailed(f"a result URL points to {_where(url)}, which is neither one "
-                                 f"of fal's file hosts nor the server this run used, so it was "
-                                 f"not fetched; run again, and check base_url if it persists")
-        blobs = await asyncio.gather(*(self._download(u) for u in urls))
+                raise refused(f"a result URL points to {_where(url)}, which is neither one "
+                              f"of fal's file hosts nor the server this run used, so it was "
+                              f"not fetched; run again, and check base_url if it persists")
         try:
-            decoded = await asyncio.gather(*(imaging.pixel_work(self._decode, b, u, item.index, n)
+            blobs = await asyncio.gather(*(self._download(u) for u in urls))
+        except egress.EgressRefused as exc:
+            raise refused(str(exc)) from None
+        flags = read_flags(result.get(self.endpoint.nsfw_field)
+                           if self.endpoint.nsfw_field else None, len(files), self.endpoint)
+        try:
+            # Headers only: the format from the first bytes, the size, the run's budget.
+            sizes = await asyncio.gather(*(imaging.pixel_work(imaging.stated_size, b)
+                                           for b in blobs))
+            self._count_pixels(sizes)
+            decoded = await asyncio.gather(*(imaging.pixel_work(self._decode, b, u, item.index, n,
+                                                                flags is None)
                                              for n, (b, u) in enumerate(zip(blobs, urls))))
         except imaging.TooManyPixels as exc:
-            raise ItemFailed(f"a result image claims {exc} pixels, more than the "
-                             f"{imaging.MAX_RESULT_PIXELS // 1_000_000} MP the pack decodes, "
-                             f"so it was refused before decoding; ask for a smaller output "
-                             f"size") from None
+            raise refused(f"a result image claims {exc} pixels, more than the "
+                          f"{imaging.MAX_RESULT_PIXELS // 1_000_000} MP the pack decodes, "
+                          f"so it was refused before decoding; ask for a smaller output "
+                          f"size") from None
+        except imaging.UnsupportedFormat as exc:
+            raise refused(f"a result file is {exc}, which the pack does not open (it opens "
+                          f"{FORMATS_OPENED}), so it was refused before decoding; choose "
+                          f"PNG or JPEG as output_format where the endpoint has one, and "
+                          f"check base_url if it persists") from None
+        except svg.SvgRefused as exc:
+            raise refused(f"{exc}, so it was not drawn; {exc.fix}") from None
         except (OSError, ValueError, Image.DecompressionBombError):
             # PIL.UnidentifiedImageError is an OSError
-            raise ItemFailed("fal sent a result file that is not a readable image; run the node "
-                             "again") from None
-        flags = result.get(self.endpoint.nsfw_field) if self.endpoint.nsfw_field else None
-        files = [file for file, _ in decoded]
+            raise refused("fal sent a result file that is not a readable image; run the node "
+                          "again") from None
+        if flags is None:   # no usable flags from fal: each image was looked at
+            flags = [FLAGGED_BLACK if black else NOT_FLAGGED_NO_FLAGS for _, _, black in decoded]
+        files = [file for file, _, _ in decoded]
         item.blobs = files
         alphas = extra = None
         if self.endpoint.takes_arguments:
             alphas = list(await asyncio.gather(*(imaging.pixel_work(imaging.decode_alpha, b)
                                                  for b in files)))
             extra = without_image_payloads(result, self.endpoint.output_field)
-        return ItemResult([None] * len(files), urls,
-                          read_flags(flags, len(files), self.endpoint),
+            extra.update(svg_texts(blobs))
+        notes = [note for blob in blobs if imaging.result_format(blob) == "SVG"
+                 and (note := svg.scaled_note(blob, imaging.MAX_RESULT_PIXELS))]
+        return ItemResult([None] * len(files), urls, flags,
                           _first_seed(result.get("seed"), item.payload.get("seed")),
                           item.request_id, alphas, extra,
-                          files=files, sizes=[size for _, size in decoded])
+                          files=files, sizes=[size for _, size, _ in decoded], notes=notes)
 
-    def _decode(self, blob: bytes, url: str, index: int, n: int) -> tuple[bytes, tuple[int, int]]:
+    def _count_pixels(self, sizes: list[tuple[int, int]]) -> None:
+        """Add one item's result images (from their headers) to the run's pixels; refused
+        past MAX_RUN_PIXELS before any of them is decoded."""
+        self.pixels += sum(width * height for width, height in sizes)
+        if self.pixels > MAX_RUN_PIXELS:
+            raise refused(f"this run's result images come to {self.pixels / 1e6:,.0f} MP, "
+                          f"more than the {MAX_RUN_PIXELS // 1_000_000} MP one run decodes, so "
+                          f"they were refused before decoding; ask for fewer or smaller "
+                          f"images, or split the batch over several runs")
+
+    def _decode(self, blob: bytes, url: str, index: int, n: int,
+                look_for_black: bool = False) -> tuple[bytes, tuple[int, int], bool]:
         """Check one result file by decoding it (in a worker thread), remember its URL by
         its pixels (a result fed into another fal node is then sent by URL, not uploaded
         again), put the pixels in their place in the node's output batch, and return the
         file to keep (a file padded far past its pixels is kept as those pixels) with the
-        frame's size. The decoded pixels are not kept beyond that."""
+        frame's size, and (if asked) whether it is all black. The decoded pixels are not
+        kept beyond that."""
         frame = imaging.decode(blob)
         caches.remember_upload(self.server, imaging.pixel_digest(frame), url)
         if self.batch is not None:
             self.batch.offer(index, n, frame)
-        return as_stored(blob, frame), (frame.shape[0], frame.shape[1])
+        black = look_for_black and imaging.is_black(frame)
+        return as_stored(blob, frame), (frame.shape[0], frame.shape[1]), black
 
     async def _download(self, url: str) -> bytes:
         import httpx
 
         if url.startswith("data:"):
             if len(url) > MAX_FILE_BYTES * 4 // 3 + 1024:
-                raise ItemFailed(_too_big("an inline result", MAX_FILE_BYTES))
+                raise refused(_too_big("an inline result", MAX_FILE_BYTES))
             blob = imaging.decode_data_uri(url)
             self._count(len(blob))
             return blob
@@ -139,12 +196,12 @@ class ResultFiles:
         """The body, refused as soon as it (decompressed) passes the caps."""
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_FILE_BYTES:
-            raise ItemFailed(_too_big(f"the result file from {_where(url)}", MAX_FILE_BYTES))
+            raise refused(_too_big(f"the result file from {_where(url)}", MAX_FILE_BYTES))
         chunks, size = [], 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > MAX_FILE_BYTES:
-                raise ItemFailed(_too_big(f"the result file from {_where(url)}",
+                raise refused(_too_big(f"the result file from {_where(url)}",
                                           MAX_FILE_BYTES))
             self._count(len(chunk))
             chunks.append(chunk)
@@ -153,7 +210,7 @@ class ResultFiles:
     def _count(self, size: int) -> None:
         self.downloaded += size
         if self.downloaded > MAX_RUN_BYTES:
-            raise ItemFailed(_too_big("this run's result files together", MAX_RUN_BYTES))
+            raise refused(_too_big("this run's result files together", MAX_RUN_BYTES))
 
 
 def _where(url: str) -> str:
@@ -165,16 +222,16 @@ def _too_big(what: str, limit: int) -> str:
             f"fewer or smaller images")
 
 
-def read_flags(flags: Any, count: int, endpoint: Endpoint) -> list[bool]:
-    """fal's NSFW flags, one per image. Anything but a list of `count` booleans from an
-    endpoint that reports flags counts as flagged: a malformed answer must not pass a
-    black image on as a clean one."""
+def read_flags(flags: Any, count: int, endpoint: Endpoint) -> list[bool] | None:
+    """fal's NSFW flags, one per image; None where an endpoint that reports them sent
+    anything but a list of `count` booleans: fal said nothing usable, so the images are
+    looked at instead (an all-black one counts as flagged; see FLAGGED_BLACK)."""
     if not endpoint.nsfw_field:
         return [False] * count
     if isinstance(flags, list) and len(flags) == count and \
             all(isinstance(flag, bool) for flag in flags):
         return list(flags)
-    return [True] * count
+    return None
 
 
 def read_seed(seed: Any) -> int | None:
@@ -207,6 +264,14 @@ def without_image_payloads(result: dict[str, Any], output_field: str) -> dict[st
             return [clean(v) for v in value]
         return value
     return {k: clean(v) for k, v in result.items() if k != output_field}
+
+
+def svg_texts(blobs: list[bytes]) -> dict[str, list[str]]:
+    """{"svg": [the text of each SVG result file]} where there are any: the SVG itself
+    goes on in result_json (the IMAGE output holds it drawn)."""
+    texts = [blob.decode("utf-8", "replace") for blob in blobs
+             if imaging.result_format(blob) == "SVG"]
+    return {"svg": texts} if texts else {}
 
 
 class Assembled:
@@ -250,9 +315,10 @@ class OutputBatch:
         return slots[n] if n < len(slots) else -1
 
     def offer(self, index: int, n: int, frame: np.ndarray) -> None:
-        """Frame n of item `index` into its slot, if it has the batch's size (pixel thread)."""
+        """Frame n of item `index` into its slot, if it has the batch's size (pixel thread).
+        No batch is set aside that would pass MAX_RUN_PIXELS (assemble then refuses it)."""
         slot = self.slot(index, n)
-        if slot < 0:
+        if slot < 0 or self.total * frame.shape[0] * frame.shape[1] > MAX_RUN_PIXELS:
             return
         with self._lock:
             if self.tensor is None:
@@ -292,6 +358,7 @@ async def assemble(items: list[WorkItem], settings: FalSettings,
                 notes.append(f"input {img.downscaled_from[0]}x{img.downscaled_from[1]} "
                              f"downscaled to {img.size[0]}x{img.size[1]} to fit the "
                              f"endpoint's limits")
+        notes.extend(item.result.notes or [] if item.result is not None else [])
     failed = [i for i in items if i.error is not None or i.result is None]
     if failed:
         first = failed[0]
@@ -308,36 +375,47 @@ async def assemble(items: list[WorkItem], settings: FalSettings,
     slots: list[int] = []               # each chosen frame's slot in `batch`
     alphas: list[np.ndarray | None] = []
     urls: list[str] = []
-    flagged_at: list[str] = []
+    reported: list[str] = []            # flagged by fal
+    black: list[str] = []               # no flags from fal, and all black
+    unflagged: list[str] = []           # no flags from fal, and not black
     for item in items:
         result = item.result
         assert result is not None
         count = len(result.urls)
         item_alphas = result.alphas or [None] * count
         for n, (url, flag, alpha) in enumerate(zip(result.urls, result.flagged, item_alphas)):
+            where = f"item {item.index + 1}" + (f" image {n + 1}" if count > 1 else "")
+            if flag == NOT_FLAGGED_NO_FLAGS:   # (False == '' is false)
+                unflagged.append(where)
             if flag:
-                flagged_at.append(f"item {item.index + 1}" +
-                                  (f" image {n + 1}" if count > 1 else ""))
+                (black if flag == FLAGGED_BLACK else reported).append(where)
                 if settings.nsfw_policy == "drop flagged":
                     continue
             chosen.append((result, n))
             slots.append(batch.slot(item.index, n) if batch else -1)
             alphas.append(alpha)
             urls.append(url)
-    if flagged_at:
-        listed = ", ".join(flagged_at)
+    if unflagged:
+        notes.append(f"fal's answer carried no NSFW flags for {', '.join(unflagged)}; not "
+                     f"all black, so passed on as not flagged")
+    if reported or black:
+        what = nsfw_cause(reported, black)
         if settings.nsfw_policy == "error":
-            raise fail(f"fal flagged {listed} as NSFW (fal returns those as black "
-                       f"images); change the prompt or seed, or set the NSFW policy "
-                       f"in fal Settings to keep or drop flagged images")
+            raise fail(f"{what}; change the prompt or seed, or set the NSFW policy in fal "
+                       f"Settings to keep or drop flagged images")
         if not chosen:
-            raise fail(f"fal flagged every result as NSFW ({listed}) and the NSFW "
-                       f"policy drops them, so nothing is left to output; change the "
-                       f"prompt or seed")
+            raise fail(f"{what}, and the NSFW policy drops flagged results, so nothing is "
+                       f"left to output; change the prompt or seed")
         verb = "dropped" if settings.nsfw_policy == "drop flagged" else "kept"
-        notes.append(f"{verb} NSFW-flagged {listed}")
+        notes.append(f"{verb} NSFW-flagged {', '.join(reported + black)}")
 
     height, width = chosen[0][0].size(chosen[0][1])
+    if len(chosen) * height * width > MAX_RUN_PIXELS:
+        raise fail(f"the {len(chosen)} results would make a {len(chosen)} x {width}x{height} "
+                   f"IMAGE batch ({len(chosen) * height * width / 1e6:,.0f} MP), more than the "
+                   f"{MAX_RUN_PIXELS // 1_000_000} MP one run outputs (fal billed these "
+                   f"requests); ask for fewer or smaller images, or split the batch over "
+                   f"several runs")
     out = batch.take(slots, height, width) if batch is not None else None
     placed = batch.placed if out is not None and batch is not None else set()
     if out is None:
@@ -356,6 +434,20 @@ async def assemble(items: list[WorkItem], settings: FalSettings,
         return Assembled(out, urls, notes)
     return Assembled(out, urls, notes, stack_masks(alphas, width, height),
                      [i.result.extra or {} for i in items])
+
+
+def nsfw_cause(reported: list[str], black: list[str]) -> str:
+    """What made results count as flagged: fal's flags, or (where fal sent none) an
+    all-black image, which is what fal returns for a flagged result."""
+    parts = []
+    if reported:
+        parts.append(f"fal flagged {', '.join(reported)} as NSFW (fal returns those as black "
+                     f"images)")
+    if black:
+        parts.append(f"{', '.join(black)} came back all black and fal's answer carried no NSFW "
+                     f"flags, so {'it counts' if len(black) == 1 else 'they count'} as "
+                     f"flagged (fal returns a flagged result as a black image)")
+    return " and ".join(parts)
 
 
 def _place(out: torch.Tensor, i: int, result: ItemResult, n: int) -> bool:
