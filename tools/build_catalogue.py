@@ -30,9 +30,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from nodes import catalogue  # noqa: E402  (the pack's own reading of image paths)
-
 SOURCES_FILE = ROOT / "tests" / "data" / "fal_sources.json.gz"
 CATALOGUE_FILE = ROOT / "nodes" / "data" / "catalogue.json"
 REGENERATE = ("node tools/fal_sources.mjs --fal-js PATH_TO_FAL_JS_GIT_DIR && "
@@ -45,13 +42,14 @@ NESTED_DESCRIPTION_CHARS = 120
 # Objects inside objects are described this deep (fal's image fields sit at most 2 down).
 MAX_DEPTH = 3
 
-# What a file field holds, read from its description: these are never images.
-NOT_IMAGE = re.compile(r"\b(zip|archive|tar|loras?|embeddings?|safetensors|checkpoint|weights?|"
+# What a file field holds, read from its description: these are never images (a LoRA or
+# an embedding is not either, but "the image for the control LoRA" is one).
+NOT_IMAGE = re.compile(r"\b(zip|archive|tar|safetensors|checkpoint|weights?|"
                        r"config|json|video|audio|mesh|glb|3d|hugging ?face|"
                        # "URL of the IC Light model", not "... model background image"
                        r"(url|id|path|name) of (the |a )?[\w .-]{0,40}?model(?!\s+(\w+\s+)?images?))\b",
                        re.I)
-IMAGE = re.compile(r"\b(images?|photos?|pictures?|masks?|faces?|portraits?|selfies?|"
+IMAGE = re.compile(r"\b(images?|photos?|pictures?|masks?|maps?|faces?|portraits?|selfies?|"
                    r"sketch|frames?|backgrounds?|garments?|clothing|product)\b", re.I)
 # A string field holds a file fal fetches when fal marks it so, or says so.
 URL = re.compile(r"\b(urls?|uris?|links?)\b", re.I)
@@ -208,6 +206,22 @@ def image_kind(name: str, schema: dict[str, Any], field: dict[str, Any]) -> str 
     return ("masks" if mask else "urls") if many else ("mask" if mask else "url")
 
 
+def image_paths(fields: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, str]:
+    """{path: kind} of every image field, as nodes/catalogue.py reads the catalogue:
+    `image_url`, `ip_adapter.image_url`, `reference_images[].image_url` (a list kind)."""
+    found: dict[str, str] = {}
+    for name, field in fields.items():
+        path = f"{prefix}{name}"
+        if field.get("image"):
+            found[path] = field["image"]
+        elif field["type"] == "object" and field.get("fields"):
+            found.update(image_paths(field["fields"], f"{path}."))
+        elif field["type"] == "list" and (field.get("items") or {}).get("fields"):
+            inner = image_paths(field["items"]["fields"], f"{path}[].")
+            found.update({p: "masks" if k.startswith("mask") else "urls" for p, k in inner.items()})
+    return found
+
+
 # -- endpoints --------------------------------------------------------------------------
 
 def title_of(endpoint_id: str) -> str:
@@ -218,7 +232,7 @@ def title_of(endpoint_id: str) -> str:
 def entry_of(endpoint_id: str, described: dict[str, Any], source: dict[str, Any],
              retired: bool) -> dict[str, Any] | None:
     fields = fields_of(described["input"])
-    if not catalogue.image_fields({"input": fields}):
+    if not image_paths(fields):
         return None
     output = described["output"]
     out: dict[str, Any] = {"images": output["images"]}
