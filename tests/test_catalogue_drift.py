@@ -81,3 +81,18 @@ def test_a_retired_endpoint_is_gone_from_every_current_source(sources):
     for endpoint_id in ("fal-ai/flux/dev/redux", "fal-ai/object-removal/bbox",
                         "fal-ai/post-processing/blur"):
         assert not catalogue.entry(endpoint_id).get("retired")
+
+
+def test_the_readme_gives_the_endpoint_count_and_each_sources_share():
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    counts = catalogue.load()["catalogue"]["counts"]
+    assert f"runs any of the {counts['live']} fal endpoints" in readme
+    assert f"plus {counts['by_source']['retired']} that fal has dropped" in readme
+    rows = dict(re.findall(r"^\| .*?(schemas|newest types|1\.10\.1's types|1\.9\.5's types).*\| (\d+) \|$",
+                           readme, re.M))
+    assert rows == {"schemas": str(counts["by_source"]["schemas"]),
+                    "newest types": str(counts["by_source"]["types-main"]),
+                    "1.10.1's types": str(counts["by_source"]["types-1.10.1"]),
+                    "1.9.5's types": str(counts["by_source"]["retired"])}
