@@ -207,8 +207,10 @@ def image_kind(name: str, schema: dict[str, Any], field: dict[str, Any]) -> str 
 
 
 def image_paths(fields: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, str]:
-    """{path: kind} of every image field, as nodes/catalogue.py reads the catalogue:
-    `image_url`, `ip_adapter.image_url`, `reference_images[].image_url` (a list kind)."""
+    """{path: kind} of every image field, as nodes/catalogue.py's `image_fields` reads the
+    catalogue: `image_url`, `ip_adapter.image_url`, `reference_images[].image_url` (a list
+    kind). Kept here too, so tools/compare_catalogue.py can measure a checkout whose
+    nodes/catalogue.py predates image paths (main before issue 22)."""
     found: dict[str, str] = {}
     for name, field in fields.items():
         path = f"{prefix}{name}"
