@@ -272,8 +272,8 @@ def _union_problem(field: dict[str, Any], value: Any, filled: frozenset[str]) ->
     if len(same) == 1 and isinstance(value, (dict, list)):
         return same[0]
     forms = [_form(a) for a in alternatives] + (["null"] if field.get("nullable") else [])
-    return (f"is {_shown(value)}, which fal does not accept; write "
-            f"{', '.join(forms[:-1])} or {forms[-1]}" if len(forms) > 1 else forms[0])
+    written = f"{', '.join(forms[:-1])} or {forms[-1]}" if len(forms) > 1 else forms[0]
+    return f"is {_shown(value)}, which fal does not accept; write {written}"
 
 
 def _kind_fits(field: dict[str, Any], value: Any) -> bool:
