@@ -23,14 +23,17 @@ import torch  # noqa: E402
 from conftest import run_node, sample_image  # noqa: E402  (loads the pack)
 from catalogue_helpers import sample_value  # noqa: E402
 
-from comfyui_fal_edit.nodes import catalogue  # noqa: E402
+from comfyui_fal_edit.nodes import catalogue, server_settings  # noqa: E402
 from fal_emulator import FalEmulator  # noqa: E402
 
 
 def main() -> None:
     with FalEmulator() as emulator, tempfile.TemporaryDirectory() as cache:
         os.environ.update(COMFYUI_FAL_BASE_URL=emulator.base_url, FAL_KEY="emulator-key-0000",
-                          COMFYUI_FAL_CACHE_DIR=cache)
+                          COMFYUI_FAL_CACHE_DIR=cache,
+                          COMFYUI_FAL_KEYS_FILE=str(Path(cache) / "keys" / "keys.json"))
+        # Stand-in prices for ~450 endpoints: no ceiling of this throwaway server's owner.
+        server_settings.update({"max_usd_per_prompt": 0.0, "max_usd_per_day": 0.0})
         failed, ran, t0 = [], 0, time.perf_counter()
         for endpoint_id, entry in catalogue.endpoints().items():
             if entry.get("retired"):

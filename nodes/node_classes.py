@@ -141,7 +141,7 @@ class FalImageEndpoint:
             where = f"{self.DISPLAY} on {endpoint}"
             for slot in described.slots:
                 fed = any(name in connected for name in slot.sockets)
-                if slot.required and not fed and slot.field not in values:
+                if slot.required and not fed and not catalogue.path_is_set(values, slot.field):
                     what = "a MASK" if slot.kind.startswith("mask") else "an IMAGE"
                     raise InputProblem(f"{where}: `{slot.field}` is required by fal but nothing "
                                        f"is connected to `{slot.sockets[0]}`; connect {what} to it")

@@ -309,7 +309,8 @@ class Run:
             except fal_client.FalClientHTTPError as exc:
                 reused = [img for img, (_, remembered) in zip(item.images, found) if remembered]
                 if attempt == 2 or exc.status_code != 422 or not reused or \
-                        not any(s.field in str(exc.message) for s in self.endpoint.slots):
+                        not any(s.field.split(".")[-1] in str(exc.message)
+                                for s in self.endpoint.slots):
                     raise
                 log.info("%s: fal could not read a remembered upload URL; uploading again",
                          self.name)

@@ -12,6 +12,8 @@ def sample_value(schema: dict[str, Any]) -> Any:
     if "default" in schema and schema["default"] is not None:
         return schema["default"]
     kind = schema["type"]
+    if kind == "union":
+        return sample_value(schema["any_of"][0])
     if kind == "enum":
         return schema["enum"][0]
     if kind in ("integer", "number"):
@@ -22,10 +24,12 @@ def sample_value(schema: dict[str, Any]) -> Any:
     if kind == "boolean":
         return False
     if kind == "list":
-        return []
+        return [sample_value(schema.get("items") or {"type": "string"})] * schema.get("min_items", 0)
     if kind == "object":
-        return {}
-    return "a red cat"
+        return {name: sample_value(field) for name, field in (schema.get("fields") or {}).items()
+                if field.get("required")}
+    text = "a red cat"
+    return (text * (1 + schema.get("min_length", 0) // len(text)))[:schema.get("max_length", 10**6)]
 
 
 def minimal_arguments(endpoint_id: str, url: str) -> dict[str, Any]:

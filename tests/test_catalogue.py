@@ -25,16 +25,24 @@ def problem(endpoint_id: str, text: str, filled: tuple[str, ...] = ("image_url",
     return str(caught.value)
 
 
-def test_catalogue_covers_the_newest_types_and_keeps_retired_endpoints():
+def test_catalogue_comes_from_fals_schemas_and_keeps_retired_endpoints():
     data = catalogue.load()
     header, endpoints = data["catalogue"], data["endpoints"]
     live = [i for i, e in endpoints.items() if not e.get("retired")]
-    assert header["counts"]["1.10.1"]["endpoints"] == 1207
-    assert len(live) == header["counts"]["1.10.1"]["image_to_image"]
+    assert header["counts"]["live"] == len(live) and header["counts"]["endpoints"] == len(endpoints)
     assert header["generated"]            # dated
-    # SeedEdit 3.0 left the types after 1.9.5: kept, marked retired, with its own fields.
+    # Every source is named with its date; every endpoint says which one it came from.
+    sources = {s["name"]: s for s in header["sources"]}
+    assert sources["schemas"]["kind"] == "schema" and sources["schemas"]["date"] == "2026-05-12"
+    assert sources["types-1.10.1"]["endpoints"] == 1207
+    for endpoint_id, item in endpoints.items():
+        assert item["source"]["date"] == sources[item["source"]["name"]]["date"], endpoint_id
+    assert sum(header["counts"]["by_source"].values()) == len(endpoints)
+    assert catalogue.entry("fal-ai/nano-banana-pro/edit")["source"]["name"] == "schemas"
+    # SeedEdit 3.0 is in no current source (only @fal-ai/client 1.9.5): kept, marked retired,
+    # with its own fields.
     seededit = endpoints[SEEDEDIT]
-    assert "1.9.5" in seededit["retired"]
+    assert "gone from every current source" in seededit["retired"] and "1.9.5" in seededit["retired"]
     assert {"enable_safety_checker", "sync_mode"} <= set(seededit["input"])
     # Every endpoint has an image input and says where its images come back.
     for endpoint_id, item in endpoints.items():
@@ -142,9 +150,6 @@ def test_retired_endpoints_point_to_live_ones_doing_the_same_job():
 # Where a curated node deliberately differs from fal's newest types, and why. An entry that
 # no longer differs fails the test too, so this list cannot go stale.
 CURATED_DEFAULTS = {
-    # The API pages (the contract) say these; fal's types repeat background-change's example.
-    ("fal-ai/image-editing/background-change", "prompt"): "beach sunset with palm trees",
-    ("fal-ai/image-editing/object-removal", "prompt"): "background people",
     # An empty text sends no colours, which is fal's default (an empty list).
     ("fal-ai/recraft/v3/image-to-image", "colors"): "",
 }

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import imaging
 from ..caches import ItemResult
+from ..catalogue import path_is_set
 from ..endpoints import Endpoint
 from ..settings import FalSettings
 from ..spec import MATCH_INPUT, InputProblem
@@ -100,12 +101,12 @@ def plan_items(endpoint: Endpoint, payload: dict[str, Any],
                 prepared += imaging.prepare_frames(tensor, name, endpoint.limits)
         if prepared:
             frames[slot.field] = prepared
-        elif slot.required and slot.field not in payload:
+        elif slot.required and not path_is_set(payload, slot.field):
             raise InputProblem(f"no image is connected; connect an IMAGE to `{slot.sockets[0]}`"
                                if not slot.kind.startswith("mask") else
                                f"`{slot.field}` needs a mask; connect a MASK to `{slot.sockets[0]}`")
     for slot in slots:
-        if slot.field in frames and slot.field in payload:
+        if slot.field in frames and path_is_set(payload, slot.field):
             raise InputProblem(f"`{slot.field}` is set in `arguments` and also fed by a connected "
                                f"socket; remove it from `arguments` or disconnect the socket")
 
@@ -143,14 +144,40 @@ def plan_items(endpoint: Endpoint, payload: dict[str, Any],
 
 def with_image_urls(endpoint: Endpoint, payload: dict[str, Any], urls: list[str],
                     targets: list[tuple[str, bool]] | None = None) -> dict[str, Any]:
-    """The item's payload with its images, as fal reads them, in the endpoint's image fields."""
+    """The item's payload with its images, as fal reads them, in the endpoint's image fields.
+    A target may be a path into an object (`ip_adapter.image_url`) or into each item of a
+    list of objects (`reference_images[].image_url`: the n-th image fills item n, made
+    when `arguments` gave fewer items, keeping the other fields of the ones it gave)."""
     complete = dict(payload)
     if targets is None:
         slot = endpoint.slots[0]
         targets = [(slot.field, slot.is_list)] * len(urls)
-    for (name, is_list), url in zip(targets, urls):
-        if is_list:
-            complete.setdefault(name, []).append(url)
-        else:
-            complete[name] = url
+    placed: dict[str, int] = {}
+    for (path, is_list), url in zip(targets, urls):
+        index = placed.get(path, 0)
+        placed[path] = index + 1
+        _place(complete, path, url, is_list, index)
     return complete
+
+
+def _place(values: dict[str, Any], path: str, url: str, is_list: bool, index: int) -> None:
+    """Put one URL at `path` in `values` (copying what it changes: the item payload is
+    shared by the requests of one run)."""
+    head, _, rest = path.partition(".")
+    name = head.removesuffix("[]")
+    if not rest:
+        if is_list:
+            values[name] = [*(values.get(name) or []), url]
+        else:
+            values[name] = url
+        return
+    if head.endswith("[]"):
+        items = [dict(v) if isinstance(v, dict) else {} for v in values.get(name) or []]
+        while len(items) <= index:
+            items.append({})
+        _place(items[index], rest, url, False, 0)
+        values[name] = items
+    else:
+        inner = dict(values.get(name) or {})
+        _place(inner, rest, url, is_list, index)
+        values[name] = inner

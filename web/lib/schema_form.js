@@ -8,7 +8,9 @@
 const LONG_TEXT = /prompt|instruction|text|description|caption/i;
 
 /** Fields of an endpoint's schema, in fal's order, as form controls.
- * -> [{name, control, required, tooltip, placeholder, min, max, step, options, socket}]
+ * -> [{name, control, required, tooltip, placeholder, min, max, step, options, socket, textFallback}]
+ * `socket` names what the node's sockets fill: the field itself, or an image inside it
+ * ("image_2 fills ip_adapter.image_url"; in a list of objects, item i gets frame i).
  * control: "number" | "integer" | "enum" | "boolean" | "text" | "textarea" | "json" | "image" */
 export function describeFields(entry) {
   const sockets = entry?.sockets ?? {};
@@ -25,6 +27,12 @@ export function describeFields(entry) {
       return { ...described, control: "image", socket: from ? from.join(", ") : null,
         placeholder: from ? `from ${from.join(", ")} (or an image URL in the JSON)` : "an image URL in the JSON" };
     }
+    const fills = nestedFills(name, sockets);
+    if (fills.length) {
+      // An object (or list of objects) whose image the sockets fill; its other fields are JSON.
+      return { ...described, control: "json", socket: fills.join("; "),
+        placeholder: `${fills.join("; ")}; the rest as JSON${described.placeholder ? ` (${described.placeholder})` : ""}` };
+    }
     switch (field.type) {
       case "integer":
       case "number":
@@ -38,10 +46,40 @@ export function describeFields(entry) {
       case "url":
         return { ...described, control: LONG_TEXT.test(name) || (field.max_length ?? 0) > 200 ? "textarea" : "text",
           maxLength: field.max_length };
+      case "union":
+        // A preset name or an object (image_size), a number or a text...: typed as JSON,
+        // or as plain text where one of fal's forms is text.
+        return { ...described, control: "json", textFallback: field.any_of.some((a) => ["string", "enum"].includes(a.type)),
+          tooltip: [described.tooltip, `fal takes ${field.any_of.map(form).join(" or ")}.`].filter(Boolean).join(" ") };
       default:
         return { ...described, control: "json" };
     }
   });
+}
+
+/** Where the sockets fill images inside field `name`: "image_2 fills ip_adapter.image_url",
+ * "image, image_2 fill reference_images[0].image_url, reference_images[1].image_url, …". */
+function nestedFills(name, sockets) {
+  return Object.entries(sockets)
+    .filter(([path]) => path.startsWith(`${name}.`) || path.startsWith(`${name}[].`))
+    .map(([path, from]) => {
+      if (!path.includes("[]")) return `${from.join(", ")} fills ${path}`;
+      const items = [0, 1].map((i) => path.replace("[]", `[${i}]`)).join(", ");
+      return `${from.join(", ")} fill ${items}, … (one item per frame)`;
+    });
+}
+
+/** One union alternative in words, for the tooltip. */
+function form(alternative) {
+  switch (alternative.type) {
+    case "enum": return `one of ${alternative.enum.map((v) => JSON.stringify(v)).join(", ")}`;
+    case "object": return `an object {${Object.keys(alternative.fields ?? {}).map((k) => `"${k}": …`).join(", ")}}`;
+    case "integer": return "a whole number";
+    case "number": return "a number";
+    case "list": return "a list [ ]";
+    case "boolean": return "true or false";
+    default: return "text";
+  }
 }
 
 /** The node's `arguments` text -> {ok: true, values} or {ok: false, error}. Empty text: {}. */
@@ -74,7 +112,7 @@ export function writeArgument(text, name, value) {
 /** What a control shows for a value (undefined: not set, the placeholder shows fal's default). */
 export function displayValue(field, value) {
   if (value === undefined) return field.control === "boolean" ? Boolean(field.default) : "";
-  if (field.control === "json") return JSON.stringify(value);
+  if (field.control === "json") return field.textFallback && typeof value === "string" ? value : JSON.stringify(value);
   if (field.control === "enum") return String(field.options.findIndex((o) => o === value));
   return field.control === "boolean" ? Boolean(value) : String(value);
 }
@@ -105,7 +143,8 @@ export function parseControl(field, raw) {
       try {
         return { value: JSON.parse(raw) };
       } catch {
-        return { error: `${field.name}: not JSON` };
+        // square_hd without quotes: one of fal's forms is text, so it is text.
+        return field.textFallback ? { value: String(raw).trim() } : { error: `${field.name}: not JSON` };
       }
     }
     default:

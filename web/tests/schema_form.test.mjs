@@ -79,3 +79,38 @@ test("out-of-range and malformed entries are refused by the control, not written
   assert.deepEqual(parseControl(list, '[{"path": "x"}]').value, [{ path: "x" }]);
   assert.match(parseControl(list, "[oops").error, /not JSON/);
 });
+
+// Issue 22: each endpoint's own schema, not the type fal's types share between endpoints.
+test("the form shows fal's own default and hint for object removal and Nano Banana Pro edit", () => {
+  const removal = byName(describeFields(entry("fal-ai/image-editing/object-removal", { image_url: ["image"] })));
+  assert.equal(removal.prompt.placeholder, 'fal default: "background people"');
+  assert.equal(removal.prompt.tooltip, "Specify which objects to remove from the image.");
+  const nano = byName(describeFields(entry("fal-ai/nano-banana-pro/edit",
+    { image_urls: ["image", "image_2", "image_3", "image_4"] })));
+  assert.equal(nano.system_prompt.control, "textarea");
+  assert.equal(nano.system_prompt.placeholder, 'fal default: ""');
+  assert.match(nano.system_prompt.tooltip, /^Optional system instruction that steers the model's persona/);
+  assert.equal(nano.prompt.tooltip, "The prompt for image editing.");
+});
+
+test("a union takes each of fal's forms, typed as text or JSON, and says which they are", () => {
+  const size = byName(describeFields(SEEDREAM)).image_size;
+  assert.equal(size.control, "json");
+  assert.match(size.tooltip, /fal takes an object \{"width": …, "height": …\} or one of "square_hd", "square"/);
+  assert.deepEqual(parseControl(size, "square_hd"), { value: "square_hd" });
+  assert.deepEqual(parseControl(size, '{"width": 1024, "height": 768}'), { value: { width: 1024, height: 768 } });
+  assert.equal(displayValue(size, "square_hd"), "square_hd");
+  assert.equal(displayValue(size, { width: 8, height: 8 }), '{"width":8,"height":8}');
+});
+
+test("an image inside an object or a list of objects names the socket that fills it", () => {
+  const pulid = byName(describeFields(entry("fal-ai/pulid",
+    { "reference_images[].image_url": ["image", "image_2", "image_3", "image_4"] })));
+  assert.equal(pulid.reference_images.control, "json");
+  assert.match(pulid.reference_images.socket,
+    /^image, image_2, image_3, image_4 fill reference_images\[0\]\.image_url, reference_images\[1\]\.image_url, …/);
+  const sd35 = byName(describeFields(entry("fal-ai/stable-diffusion-v35-large",
+    { "controlnet.control_image_url": ["image"], "ip_adapter.image_url": ["image_2"] })));
+  assert.equal(sd35.ip_adapter.socket, "image_2 fills ip_adapter.image_url");
+  assert.match(sd35.ip_adapter.placeholder, /^image_2 fills ip_adapter\.image_url; the rest as JSON/);
+});
