@@ -5,9 +5,11 @@
 // "fal" (fal's Platform API) or "fallback" (the table shipped with the pack). `rules` are the
 // server's price rules (nodes/pricing.py PriceRule), applied here to the node's widget values
 // exactly as the server applies them to a request's payload:
-//   {field, per_value: true}                       the request buys that many units (num_images)
+//   {field, per_value: true, most}                 the request buys that many units (num_images);
+//                                                  a value that is not a count counts as `most`
 //   {field, multiplier, equals?: [...], prefix?}   the unit price times `multiplier` when the
 //                                                  value is one of `equals` or starts with `prefix`
+// and `default`, where given: what an input left out counts as (fal's default).
 
 const PER_IMAGE = new Set(["image", "images"]);
 const PER_MEGAPIXEL = new Set(["megapixel", "megapixels", "mp"]);
@@ -30,8 +32,9 @@ function plural(n, word) {
 }
 
 function count(value, fallback = 1) {
-  const n = Math.floor(Number(value));
-  return Number.isFinite(n) && n >= 1 ? n : fallback;
+  // As the server's spec.image_count: 4.0 is 4, a fraction counts up, anything else `fallback`.
+  const v = typeof value === "number" ? value : Number.NaN;
+  return Number.isFinite(v) && v > 0 ? Math.max(1, Math.ceil(v - 1e-9)) : fallback;
 }
 
 // Without rules from the server: fal bills every image a request makes.
@@ -52,10 +55,12 @@ export function applyPriceRules(rules, inputs = {}) {
   let multiplier = 1;
   const why = [];
   for (const rule of Array.isArray(rules) ? rules : DEFAULT_RULES) {
-    if (!rule || !Object.prototype.hasOwnProperty.call(inputs, rule.field)) continue;
-    const value = inputs[rule.field];
+    if (!rule) continue;
+    const given = Object.prototype.hasOwnProperty.call(inputs, rule.field);
+    if (!given && (rule.default === undefined || rule.default === null)) continue;
+    const value = given ? inputs[rule.field] : rule.default;
     if (rule.per_value) {
-      perRequest *= count(value);
+      perRequest *= count(value, count(rule.most));
     } else if (ruleMatches(rule, value)) {
       const factor = Number(rule.multiplier);
       if (Number.isFinite(factor) && factor >= 0) multiplier *= factor;
@@ -97,8 +102,9 @@ export function estimateRun(price, { images = 1, numImages = 1, inputs = {}, mul
       perMegapixel: false, source };
   }
   if (PER_MEGAPIXEL.has(unit)) {
+    // fal bills each image's megapixels rounded up to a whole one, as the server counts.
     const mp = Number(megapixels) > 0 ? Number(megapixels) : 1;
-    const units = Math.round(outputs * mp * 100) / 100;
+    const units = outputs * Math.max(1, Math.ceil(mp - 1e-9));
     return { total: units * unitPrice * multiplier, units, unitLabel: "MP",
       unitPrice: unitPrice * multiplier, ...rule, estimate: true, known: true, perMegapixel: true,
       assumedSize: !(Number(megapixels) > 0), source };

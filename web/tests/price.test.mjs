@@ -41,8 +41,9 @@ test("per megapixel is an estimate; 1 MP per image until the node ran", () => {
   assert.equal(before.text, "≈ $0.06 · 2 MP × $0.03/MP · estimate");
   assert.equal(before.estimate, true);
   assert.match(before.title, /1 MP per image assumed/);
+  // fal bills each image's megapixels rounded up: 1.5 MP is billed as 2.
   const after = formatPriceBadge(flux, { images: 2, numImages: 1, megapixels: 1.5 });
-  assert.equal(after.text, "≈ $0.09 · 3 MP × $0.03/MP · estimate");
+  assert.equal(after.text, "≈ $0.12 · 4 MP × $0.03/MP · estimate");
   assert.match(after.title, /last run/);
 });
 
