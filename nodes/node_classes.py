@@ -272,15 +272,18 @@ class FalSettingsNode:
 
 
 class FalSpend:
-    """This session's fal calls: what was billed, what the cache saved, the total."""
+    """This session's fal calls: what each was estimated at and what fal billed, what the
+    cache saved, the total."""
 
-    DESCRIPTION = ("Lists this ComfyUI session's fal calls — endpoint, request id, cached or "
-                   "billed, estimated cost — and the total. Runs every time the prompt runs.")
+    DESCRIPTION = ("Lists this ComfyUI session's fal requests — endpoint, request id, state, "
+                   "the estimate and what fal billed (its billable units × the unit price; "
+                   "'estimate' where fal sent no bill) — and the total, which counts fal's "
+                   "bill where it came, else the estimate. Runs every time the prompt runs.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING", "FLOAT")
     RETURN_NAMES = ("report", "total_usd")
-    OUTPUT_TOOLTIPS = ("One line per call, then the total.",
-                       "Estimated dollars billed this session.")
+    OUTPUT_TOOLTIPS = ("One line per request, then the total.",
+                       "Dollars this session: fal's bill where it came, else the estimate.")
     FUNCTION = "report"
     OUTPUT_NODE = True
 
