@@ -313,7 +313,7 @@ _MAX_SIDE = 4096
 
 def _output_size(params: dict, img: Image.Image) -> tuple[int, int] | None:
     """The size a catalogue endpoint's arguments ask for: image_size (a preset or
-    {width, height}) or the input times scale_factor; None to keep the op's size."""
+    {width, height}) or the input `img` times scale_factor; None to keep the op's size."""
     size = params.get("image_size")
     if isinstance(size, dict) and all(isinstance(size.get(k), (int, float)) for k in
                                       ("width", "height")):
@@ -780,7 +780,8 @@ class EmulatorServer:
         for i in range(_images_to_make(spec, params)):
             img = spec.op(images, params, seed + i, masks) if spec.from_catalogue else \
                 spec.op(images, params, seed + i)
-            wanted = size or (_output_size(params, img) if spec.from_catalogue else None)
+            wanted = size or (_output_size(params, images[0] if images else img)
+                              if spec.from_catalogue else None)
             if wanted and wanted != img.size:
                 img = img.resize(wanted, Image.Resampling.LANCZOS)
             if nsfw:  # fal blacks out flagged images
