@@ -436,16 +436,17 @@ class Run:
         first_seed = self.items[0].result.seed if self.items[0].result else None
         summary = f"done in {time.monotonic() - self.t0:.1f}s · {images.shape[0]} image(s)"
         spent = sum(i.cost for i in self.items)
+        # fal's bill first, then the estimate beside it (the node shows the first line's start).
+        charges = [c for i in self.items for c in i.charges]
+        billed = [c.billed_usd for c in charges if c.billed_usd is not None]
+        if charges:
+            summary += " · " + billed_phrase(sum(billed), len(billed), len(charges))
         if self.cost.price is not None and total > cached:
             if spent < self.cost.total - 1e-9:   # an "up to" count brought fewer images
                 summary += (f" · ≈ ${spent:.3f} for the images fal made (≈ "
                             f"${self.cost.total:.3f} if it had made all it was allowed)")
             else:
                 summary += " · " + self.cost.describe()
-        charges = [c for i in self.items for c in i.charges]
-        billed = [c.billed_usd for c in charges if c.billed_usd is not None]
-        if charges:
-            summary += " · " + billed_phrase(sum(billed), len(billed), len(charges))
         if cached:
             summary += f" · {cached} of {total} from cache (no charge)"
         request_ids = [i.result.request_id or "" for i in self.items if i.result]
