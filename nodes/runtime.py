@@ -211,7 +211,7 @@ class Run:
             if all(c is not None for c in costs):
                 self._per_item = {i.index: c for i, c in zip(pending, costs)}
                 return Estimate(round(sum(costs), 6), len(costs),
-                                Price(max(costs), "request", "learned", "marked: last billed"),
+                                Price(max(costs), "request", "learned", "fal's last bill"),
                                 cached)
         self._per_item = {i.index: estimate(self.endpoint.endpoint_id,
                                             [(i.payload, i.megapixels)], price).total
@@ -423,8 +423,9 @@ class Run:
             # fal's bill: its billable units times the endpoint's unit price.
             entry.billed_units = item.billed_units
             entry.billed_usd = round(item.billed_units * unit_price, 6)
-            learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
-                         self.owner_default.name)
+            if not self.unit_price.countable:   # what such a unit costs is learned
+                learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
+                             self.owner_default.name)
         item.cost = sum(c.estimated_usd for c in item.charges)
         if entry.counted_usd != before:
             await asyncio.to_thread(server_settings.adjust_spend, entry.counted_usd - before)
