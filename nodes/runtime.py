@@ -32,8 +32,8 @@ from .endpoints import Endpoint
 from .errors import FalNodeError, redact
 from .fal_transport import close_fal_client, fal_client_for_run, http_client, tls_context
 from .host import host
-from .pricing import (Estimate, LedgerEntry, Price, estimate, learned, ledger, price_for_guard, price_refresh,
-                      prices)
+from .pricing import (Estimate, LedgerEntry, Price, estimate, learned, ledger, price_for_guard,
+                      price_refresh, prices)
 from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, resolve_key
 from .spec import InputProblem
 from .stages.plan import WorkItem, build_payload, plan_items, with_image_urls
@@ -236,7 +236,8 @@ class Run:
                    "raise max_usd_per_session in fal Settings (0 means no limit)"),
                   (owner["max_usd_per_prompt"], prompt_spent, "this prompt",
                    "this ComfyUI's owner can raise the per-prompt ceiling in Settings → fal"),
-                  (owner["max_usd_per_day"], _spent_today() + ledger.held(), "today", "this ComfyUI's owner can raise the daily ceiling in Settings → fal")]
+                  (owner["max_usd_per_day"], _spent_today() + ledger.held(), "today",
+                   "this ComfyUI's owner can raise the daily ceiling in Settings → fal")]
         for limit, spent, scope, fix in limits:
             if limit > 0 and spent + self.cost.total > limit + 1e-9:
                 raise self.fail(
@@ -385,7 +386,11 @@ class Run:
         file first: until the ledger takes it over, the run's hold still counts it."""
         entry = LedgerEntry(self.endpoint.endpoint_id, "", False, self._request_estimate(item),
                             self.prompt_id)
-        await asyncio.to_thread(server_settings.adjust_spend, entry.estimated_usd)
+        # A bill fal sent for the item's previous request (an error answer before a resubmit)
+        # is that request's, not the next one's.
+        change = self._bill(item.charges[-1], item) if item.charges else 0.0
+        item.billed_units = None
+        await asyncio.to_thread(server_settings.adjust_spend, entry.estimated_usd + change)
         item.charges.append(entry)
         ledger.enter_sent(entry, self.hold)
 
@@ -414,21 +419,28 @@ class Run:
         entry.request_id = item.request_id or entry.request_id
         entry.queue_s, entry.run_s = getattr(item, "queue_s", None), getattr(item, "run_s", None)
         before = entry.counted_usd
-        unit_price = self.unit_price.unit_price if self.unit_price is not None else None
         if item.result is not None:
             most = self.endpoint.most_images(item.payload)
             came = min(len(item.result.urls), most)
             entry.estimated_usd = round(entry.estimated_usd * came / most, 6)
-        if item.billed_units is not None and unit_price is not None:
-            # fal's bill: its billable units times the endpoint's unit price.
-            entry.billed_units = item.billed_units
-            entry.billed_usd = round(item.billed_units * unit_price, 6)
-            if not self.unit_price.countable:   # what such a unit costs is learned
-                learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
-                             self.owner_default.name)
+        change = entry.counted_usd - before          # an "up to" count that brought fewer
+        change += self._bill(entry, item)            # fal's bill, where it sent one
         item.cost = sum(c.estimated_usd for c in item.charges)
-        if entry.counted_usd != before:
-            await asyncio.to_thread(server_settings.adjust_spend, entry.counted_usd - before)
+        if change:
+            await asyncio.to_thread(server_settings.adjust_spend, change)
+
+    def _bill(self, entry: LedgerEntry, item: WorkItem) -> float:
+        """fal's bill for `entry`'s request, if it sent one (its billable units times the
+        endpoint's unit price), replaces its estimate; returns the change in what it counts."""
+        if item.billed_units is None or self.unit_price is None:
+            return 0.0
+        before = entry.counted_usd
+        entry.billed_units = item.billed_units
+        entry.billed_usd = round(item.billed_units * self.unit_price.unit_price, 6)
+        if not self.unit_price.countable:   # what such a unit costs is learned
+            learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
+                         self.owner_default.name)
+        return entry.counted_usd - before
 
     # the node's answer and status ------------------------------------------
     def _outcome(self, images: torch.Tensor, urls: list[str], notes: list[str]) -> RunOutcome:
