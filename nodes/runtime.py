@@ -513,10 +513,11 @@ def billed_phrase(billed_usd: float, billed: int, sent: int) -> str:
     requests fal's bill covers; "estimate" where fal sent none."""
     if not billed:
         return "billed: estimate (fal sent no bill)"
+    # Fractions of a cent (per-second bills) keep their figures: $0.0018, not $0.002.
+    usd = f"${billed_usd:.3f}" if billed_usd >= 0.01 or billed_usd == 0 else f"${billed_usd:.2g}"
     if billed == sent:
-        return f"billed ${billed_usd:.3f} by fal"
-    return (f"billed ${billed_usd:.3f} by fal for {billed} of {sent} requests (the rest: "
-            f"estimate)")
+        return f"billed {usd} by fal"
+    return f"billed {usd} by fal for {billed} of {sent} requests (the rest: estimate)"
 
 
 def _destinations(base_url: str) -> tuple[egress.Destination, egress.Destination]:
