@@ -32,7 +32,8 @@ from .endpoints import Endpoint
 from .errors import FalNodeError, redact
 from .fal_transport import close_fal_client, fal_client_for_run, http_client, tls_context
 from .host import host
-from .pricing import LedgerEntry, estimate, ledger, price_for_guard, price_refresh, prices
+from .pricing import (Estimate, LedgerEntry, Price, estimate, learned, ledger, price_for_guard,
+                      price_refresh, prices)
 from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, resolve_key
 from .spec import InputProblem
 from .stages.plan import WorkItem, build_payload, plan_items, with_image_urls
@@ -47,6 +48,9 @@ STATUS_EVERY_S = 1.0
 # A price refresh started by a run may finish this long after the run's own work; then it
 # is cancelled with the run's loop (the next run or the server's start-up tries again).
 PRICE_REFRESH_GRACE_S = 1.0
+# The longest a run waits for a catalogue endpoint's price (within its own timeout_s): a
+# price list that drips its answer must not hold the node.
+PRICE_LOOKUP_S = 10.0
 
 
 @dataclass
@@ -61,6 +65,8 @@ class RunOutcome:
     items: int = 0                   # fal requests this run needed (cached ones included)
     cached_items: int = 0
     megapixels: float = 0.0          # input megapixels per request, on average
+    billed_usd: float | None = None  # what fal billed (x-fal-billable-units); None: no bill came
+    counted_usd: float = 0.0         # what counts against the ceilings: billed, else estimated
     masks: torch.Tensor | None = None      # catalogue endpoints: 1 - alpha per image
     results: list[dict] | None = None      # catalogue endpoints: answers without images
 
@@ -85,6 +91,8 @@ class Run:
         self.queue: FalQueue | None = None
         self.results: ResultFiles | None = None
         self.cost = estimate(endpoint.endpoint_id, [], None)
+        self.unit_price = None           # the endpoint's price as fal (or the owner's server) quotes it
+        self._per_item: dict[int, float] = {}   # each pending item's estimate, by index
 
     # the run, top to bottom -----------------------------------------------
     async def execute(self, payload: dict[str, Any], image_inputs: list[Any]) -> RunOutcome:
@@ -111,10 +119,16 @@ class Run:
 
         pending = await self._answer_from_cache()
         if pending and self.endpoint.takes_arguments and \
-                prices.price(self.endpoint.endpoint_id) is None:
+                prices.price(self.endpoint.endpoint_id, self.owner_default) is None:
             # A catalogue endpoint's price is asked for on first use: the estimate, the
-            # spend guard and the ledger then cover it like the ten nodes' endpoints.
-            await prices.fetch_one(self.key, self.destination, self.endpoint.endpoint_id)
+            # spend guard and the ledger then cover it like the ten nodes' endpoints. Only
+            # of fal or the owner's own server (never of one a workflow picked), under the
+            # run's deadline and its Cancel.
+            try:
+                await self._watching(within(self._fetch_price(), min(
+                    self.settings.timeout_s, PRICE_LOOKUP_S)))
+            except asyncio.TimeoutError:   # a price list that answers too slowly: counted as
+                pass                       # unpriced (pricing.UNPRICED) below
         self.cost = self._estimate(pending)
         # Off the loop: the owner's ceilings and today's spend are files.
         self.hold = await asyncio.to_thread(ledger.hold_if, self.prompt_id, self.cost.total,
@@ -160,11 +174,49 @@ class Run:
                 pending.append(item)
         return pending
 
+    async def _fetch_price(self) -> None:
+        default = self.owner_default
+        key = self.key if default == self.destination else \
+            await asyncio.to_thread(_key_for, default, self.settings)
+        await prices.fetch_one(key, default, self.endpoint.endpoint_id)
+
+    async def _watching(self, work) -> Any:
+        """Await `work`, stopping it when the user presses Cancel (ComfyUI's interrupt)."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait([task], timeout=WATCH_S)
+                if done:
+                    return task.result()
+                if host.interrupted():
+                    raise _InterruptRequested()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
     def _estimate(self, pending: list[WorkItem]):
         # The payload, not only the count: the price rules read its inputs (num_images, style).
         asked = [(i.payload, i.megapixels) for i in pending]
-        price = price_for_guard(prices.price(self.endpoint.endpoint_id))   # always counted
-        return estimate(self.endpoint.endpoint_id, asked, price, len(self.items) - len(pending))
+        # Prices from fal or the owner's own server only: what the run's server quotes
+        # never prices anything.
+        self.unit_price = prices.price(self.endpoint.endpoint_id, self.owner_default)
+        price = price_for_guard(self.unit_price)   # always counted
+        cached = len(self.items) - len(pending)
+        if price.source == "assumed" and pending:
+            # Billed per second or in a vague unit (or unpriced): once fal has billed these
+            # inputs, the last bill counts instead of the conservative UNPRICED.
+            costs = [learned.last(self.endpoint.endpoint_id, i.payload, self.owner_default.name)
+                     for i in pending]
+            if all(c is not None for c in costs):
+                self._per_item = {i.index: c for i, c in zip(pending, costs)}
+                return Estimate(round(sum(costs), 6), len(costs),
+                                Price(max(costs), "request", "learned", "fal's last bill"),
+                                cached)
+        self._per_item = {i.index: estimate(self.endpoint.endpoint_id,
+                                            [(i.payload, i.megapixels)], price).total
+                          for i in pending}
+        return estimate(self.endpoint.endpoint_id, asked, price, cached)
 
     def _guard_spend(self) -> None:
         """Fail before any upload when this node would take spending past a limit: the
@@ -172,6 +224,11 @@ class Run:
         workflow can only lower. What runs that passed the guard are about to spend counts
         as spent (the calls of a list input run at once)."""
         owner = server_settings.load()
+        if owner["max_usd_per_day"] > 0 and self.cost.total > 0:
+            try:
+                server_settings.spent_today()
+            except server_settings.SpendFileUnreadable as exc:
+                raise self.fail(f"the spend guard stopped this run before any upload: {exc}")
         prompt_spent = ledger.spent(self.prompt_id, held=True)
         limits = [(self.settings.max_usd_per_prompt, prompt_spent, "this prompt",
                    "raise max_usd_per_prompt in fal Settings (0 means no limit)"),
@@ -179,8 +236,8 @@ class Run:
                    "raise max_usd_per_session in fal Settings (0 means no limit)"),
                   (owner["max_usd_per_prompt"], prompt_spent, "this prompt",
                    "this ComfyUI's owner can raise the per-prompt ceiling in Settings → fal"),
-                  (owner["max_usd_per_day"], server_settings.spent_today() + ledger.held(),
-                   "today", "this ComfyUI's owner can raise the daily ceiling in Settings → fal")]
+                  (owner["max_usd_per_day"], _spent_today() + ledger.held(), "today",
+                   "this ComfyUI's owner can raise the daily ceiling in Settings → fal")]
         for limit, spent, scope, fix in limits:
             if limit > 0 and spent + self.cost.total > limit + 1e-9:
                 raise self.fail(
@@ -209,7 +266,7 @@ class Run:
             self.uploads = Uploads(client, self.server, self.settings.upload_format,
                                    self.endpoint.limits)
             self.queue = FalQueue(client, self.endpoint.endpoint_id, self.settings.timeout_s,
-                                  self.name)
+                                  self.name, on_sent=self._on_sent, on_unsent=self._on_unsent)
             self.results = ResultFiles(http, self.server, self.endpoint, self.destination,
                                        OutputBatch(self.items, self.endpoint))
             tasks = [asyncio.create_task(self._run_item(item)) for item in pending]
@@ -270,6 +327,8 @@ class Run:
             if item.handle is not None and item.result is None:
                 await self.queue.cancel([item])   # don't leave a job running unseen
             item.error, item.state, item.finished = exc, "failed", True
+        finally:
+            await self._settle(item)
 
     async def _stages(self, item: WorkItem) -> None:
         """Upload, queue, results: one item, under one deadline (a stalled answer must not
@@ -281,10 +340,6 @@ class Run:
         await asyncio.to_thread(caches.remember_result, item.key,
                                 self.endpoint.endpoint_id, item.result, item.blobs)
         item.blobs = None
-        cost = item.cost = self._item_cost(item)
-        await asyncio.to_thread(server_settings.add_spend, cost)   # the daily ceiling's count
-        ledger.bill(LedgerEntry(self.endpoint.endpoint_id, item.request_id or "", False, cost,
-                                self.prompt_id), self.hold)
         item.state, item.finished = "done", True
 
     async def _upload_and_queue(self, item: WorkItem) -> dict[str, Any]:
@@ -318,14 +373,75 @@ class Run:
                 item.handle = item.request_id = None
         raise AssertionError("unreachable")
 
-    def _item_cost(self, item: WorkItem) -> float:
-        """What the item's request cost: the estimate, for the images that came back (an
-        "up to" count such as Seedream's max_images may bring fewer than it allowed)."""
-        cost = estimate(self.endpoint.endpoint_id, [(item.payload, item.megapixels)],
-                        self.cost.price).total
-        most = self.endpoint.most_images(item.payload)
-        came = len(item.result.urls) if item.result is not None else most
-        return cost * min(came, most) / most
+    # the ledger: a request counts from the moment it is sent -------------------
+    def _request_estimate(self, item: WorkItem) -> float:
+        """One request's estimate, as the run's estimate counted it."""
+        if item.index in self._per_item:
+            return self._per_item[item.index]
+        return estimate(self.endpoint.endpoint_id, [(item.payload, item.megapixels)],
+                        price_for_guard(self.unit_price)).total
+
+    async def _on_sent(self, item: WorkItem) -> None:
+        """A submit is about to go out: from now on fal may bill it, whatever becomes of
+        its answer, so it is entered at its estimate in the ledger and today's spend. The
+        file first: until the ledger takes it over, the run's hold still counts it."""
+        entry = LedgerEntry(self.endpoint.endpoint_id, "", False, self._request_estimate(item),
+                            self.prompt_id)
+        # A bill fal sent for the item's previous request (an error answer before a resubmit)
+        # is that request's, not the next one's.
+        change = self._bill(item.charges[-1], item) if item.charges else 0.0
+        item.billed_units = None
+        await asyncio.to_thread(server_settings.adjust_spend, entry.estimated_usd + change)
+        item.charges.append(entry)
+        ledger.enter_sent(entry, self.hold)
+
+    async def _on_unsent(self, item: WorkItem) -> None:
+        """That submit provably never reached fal: its charge is taken back."""
+        if not item.charges:
+            return
+        entry = item.charges.pop()
+        ledger.take_back(entry, self.hold)
+        await asyncio.to_thread(server_settings.adjust_spend, -entry.estimated_usd)
+
+    async def _settle(self, item: WorkItem) -> None:
+        """The item is over: its last submit gets the request id, and what it counts
+        becomes what fal made of it: for an "up to" count (Seedream's max_images), the
+        images that came back."""
+        if item.cached:
+            return
+        if not item.charges and item.request_id:
+            # Picked up from an earlier process, which counted it when it sent it.
+            item.charges.append(LedgerEntry(self.endpoint.endpoint_id, item.request_id, False,
+                                            self._request_estimate(item), self.prompt_id))
+            ledger.add(item.charges[-1])
+        if not item.charges:
+            return
+        entry = item.charges[-1]
+        entry.request_id = item.request_id or entry.request_id
+        entry.queue_s, entry.run_s = getattr(item, "queue_s", None), getattr(item, "run_s", None)
+        before = entry.counted_usd
+        if item.result is not None:
+            most = self.endpoint.most_images(item.payload)
+            came = min(len(item.result.urls), most)
+            entry.estimated_usd = round(entry.estimated_usd * came / most, 6)
+        change = entry.counted_usd - before          # an "up to" count that brought fewer
+        change += self._bill(entry, item)            # fal's bill, where it sent one
+        item.cost = sum(c.estimated_usd for c in item.charges)
+        if change:
+            await asyncio.to_thread(server_settings.adjust_spend, change)
+
+    def _bill(self, entry: LedgerEntry, item: WorkItem) -> float:
+        """fal's bill for `entry`'s request, if it sent one (its billable units times the
+        endpoint's unit price), replaces its estimate; returns the change in what it counts."""
+        if item.billed_units is None or self.unit_price is None:
+            return 0.0
+        before = entry.counted_usd
+        entry.billed_units = item.billed_units
+        entry.billed_usd = round(item.billed_units * self.unit_price.unit_price, 6)
+        if not self.unit_price.countable:   # what such a unit costs is learned
+            learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
+                         self.owner_default.name)
+        return entry.counted_usd - before
 
     # the node's answer and status ------------------------------------------
     def _outcome(self, images: torch.Tensor, urls: list[str], notes: list[str]) -> RunOutcome:
@@ -334,6 +450,11 @@ class Run:
         first_seed = self.items[0].result.seed if self.items[0].result else None
         summary = f"done in {time.monotonic() - self.t0:.1f}s · {images.shape[0]} image(s)"
         spent = sum(i.cost for i in self.items)
+        # fal's bill first, then the estimate beside it (the node shows the first line's start).
+        charges = [c for i in self.items for c in i.charges]
+        billed = [c.billed_usd for c in charges if c.billed_usd is not None]
+        if charges:
+            summary += " · " + billed_phrase(sum(billed), len(billed), len(charges))
         if self.cost.price is not None and total > cached:
             if spent < self.cost.total - 1e-9:   # an "up to" count brought fewer images
                 summary += (f" · ≈ ${spent:.3f} for the images fal made (≈ "
@@ -347,7 +468,9 @@ class Run:
             images, first_seed if first_seed is not None else -1, urls, request_ids, notes,
             status="\n".join([summary] + notes), estimated_usd=spent, items=total,
             cached_items=cached,
-            megapixels=round(sum(i.megapixels for i in self.items) / total, 4))
+            megapixels=round(sum(i.megapixels for i in self.items) / total, 4),
+            billed_usd=round(sum(billed), 6) if billed else None,
+            counted_usd=round(sum(c.counted_usd for c in charges), 6))
 
     def status_text(self, final: str | None = None) -> str:
         total = len(self.items)
@@ -386,13 +509,46 @@ class Run:
         return FalNodeError(sentence.replace("..", "."))
 
 
+def billed_phrase(billed_usd: float, billed: int, sent: int) -> str:
+    """What fal billed, beside the estimate: "billed $0.060 by fal", or which part of the
+    requests fal's bill covers; "estimate" where fal sent none."""
+    if not billed:
+        return "billed: estimate (fal sent no bill)"
+    # Fractions of a cent (per-second bills) keep their figures: $0.0018, not $0.002.
+    usd = f"${billed_usd:.3f}" if billed_usd >= 0.01 or billed_usd == 0 else f"${billed_usd:.2g}"
+    if billed == sent:
+        return f"billed {usd} by fal"
+    return f"billed {usd} by fal for {billed} of {sent} requests (the rest: estimate)"
+
+
 def _destinations(base_url: str) -> tuple[egress.Destination, egress.Destination]:
     """(where this run goes, where the owner sends runs that name no server). Reads the
     owner's settings; run in a worker thread, which also reads what the run needs from disk
     the first time (the price file, the TLS certificates), so the loop never waits on it."""
-    prices.fresh()
+    default = egress.owner_default()
+    prices.fresh(default)
     tls_context()
-    return egress.resolve(base_url), egress.owner_default()
+    return egress.resolve(base_url), default
+
+
+def _key_for(destination: egress.Destination, settings: FalSettings) -> str | None:
+    """The key to ask `destination` (the owner's default) for a price: none through a
+    proxy; the run's key otherwise, if it has one (read from the key file: a worker thread)."""
+    if not destination.sends_key:
+        return None
+    try:
+        return resolve_key(settings.key)
+    except MissingKey:
+        return None
+
+
+def _spent_today() -> float:
+    """Today's spend for the daily ceiling (the guard has checked the file is readable; a
+    damaged one counts as no headroom at all)."""
+    try:
+        return server_settings.spent_today()
+    except server_settings.SpendFileUnreadable:
+        return float("inf")
 
 
 class _InterruptRequested(Exception):

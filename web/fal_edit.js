@@ -122,7 +122,7 @@ const STYLE = `
 .fal-swatch-add:hover::after { content: none; }
 .fal-swatch-add input { position: absolute; inset: 0; opacity: 0; cursor: pointer; width: 100%; height: 100%; border: 0; padding: 0; }
 .fal-swatches-label { opacity: .6; margin-right: 2px; }
-.fal-spend { display: flex; flex-direction: column; gap: 8px; width: min(760px, 80vw); font-size: 13px; }
+.fal-spend { display: flex; flex-direction: column; gap: 8px; width: min(900px, 90vw); font-size: 13px; }
 .fal-spend-head { display: flex; align-items: center; gap: 8px; }
 .fal-spend-head h3 { margin: 0; font-size: 15px; flex: 1; }
 .fal-spend-table { max-height: 50vh; overflow: auto; border-radius: 6px; background: var(--comfy-input-bg, #222); }
@@ -450,6 +450,7 @@ function pricingFor(node) {
     // (fal Image Endpoint: the fields of its `arguments` JSON.)
     inputs: info.inputs ?? Object.fromEntries((node.widgets ?? []).map((w) => [w.name, w.value])),
     megapixels: last?.megapixels ?? null,
+    learned: info.learned,
   }];
 }
 
@@ -522,20 +523,22 @@ function spendPanel({ onClose, compact = false } = {}) {
       const body = await falRoute("/spend");
       const view = spendView(body);
       report = body.report ?? "";
-      const rows = view.rows.map((r) => el("tr", { class: r.state === "billed" ? "" : "fal-spend-cached" },
+      const rows = view.rows.map((r) => el("tr", { class: r.cached ? "fal-spend-cached" : "" },
         el("td", {}, r.time), el("td", { title: r.endpoint }, r.title),
         el("td", { class: "fal-result-id fal-spend-id" }, r.requestId || "—"), el("td", {}, r.state),
-        el("td", { class: "fal-usd" }, r.usd)));
+        el("td", { class: "fal-usd" }, r.usd), el("td", { class: "fal-usd" }, r.billed)));
       table.replaceChildren(rows.length ? el("table", {},
         el("tr", {}, el("th", {}, "time"), el("th", {}, "node"), el("th", { class: "fal-spend-id" }, "fal request id"),
-          el("th", {}, ""), el("th", { class: "fal-usd" }, "estimate")), ...rows) : []);
+          el("th", {}, ""), el("th", { class: "fal-usd" }, "estimate"), el("th", { class: "fal-usd" }, "billed by fal")),
+        ...rows) : []);
       total.textContent = view.totalLine;
       message.textContent = "";
     } catch (error) {
       message.className = "fal-keys-msg fal-bad";
       message.textContent = error.message;
     }
-    source.textContent = `${priceSourceLine(priceState.answer)} Your fal dashboard shows what fal billed.`;
+    source.textContent = `${priceSourceLine(priceState.answer)} "billed by fal" is fal's bill for a request ` +
+      "(its billable units × the unit price); \"estimate\" where fal sent none.";
   }
 
   const refreshButton = el("button", { class: "fal-mini", type: "button" }, "Refresh");
@@ -784,6 +787,8 @@ frontend.registerExtension({
         // The real number of requests and the run's cost (cached requests: $0).
         const last = lastRunFromOutput(output, { numImages: widgetValue(this, "num_images") ?? 1 });
         if (last) this.falLastRun = last;
+        // fal's bill teaches the server what a per-second (or vague) unit costs: fetch it.
+        if (last?.billed !== null && last?.billed !== undefined) loadPrices();
         frontend.redraw(this);
       }, "could not show the result");
       extendMethod(proto, "onNodeCreated", function () {

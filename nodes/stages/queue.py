@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from ..caches import caches
 from ..concurrency import within
@@ -46,12 +47,18 @@ class ItemFailed(Exception):
 class FalQueue:
     """fal's queue for one endpoint, as one run uses it."""
 
-    def __init__(self, client: Any, endpoint_id: str, timeout_s: float, name: str) -> None:
+    def __init__(self, client: Any, endpoint_id: str, timeout_s: float, name: str, *,
+                 on_sent: Callable[[WorkItem], Awaitable[None]] | None = None,
+                 on_unsent: Callable[[WorkItem], Awaitable[None]] | None = None) -> None:
         self.client = client
         self.endpoint_id = endpoint_id
         self.timeout_s = timeout_s
         self.name = name                      # the node's display name, for the log
         self._said_fallback = False
+        # Awaited right before each submit goes out (it may be billed from then on), and
+        # when that submit provably never reached fal (its charge is taken back).
+        self.on_sent = on_sent
+        self.on_unsent = on_unsent
 
     async def run(self, item: WorkItem, payload: dict[str, Any]) -> dict[str, Any]:
         """Submit, wait for completion, return the result JSON."""
@@ -61,7 +68,7 @@ class FalQueue:
     async def finish(self, item: WorkItem) -> dict[str, Any]:
         """Wait for a submitted (or resumed) request to complete; return the result JSON."""
         await self._wait(item)
-        return await again_on_5xx(lambda: fetch_result(item.handle))
+        return await again_on_5xx(lambda: fetch_result(item.handle, item))
 
     async def resume(self, item: WorkItem) -> bool:
         """Pick up this item's request if an earlier process submitted it and never saw it
@@ -114,12 +121,18 @@ class FalQueue:
         import fal_client
 
         item.state = "submitting"
+        if self.on_sent is not None:
+            await self.on_sent(item)
         # Shielded: if the user interrupts mid-submit we still learn the request id,
         # so the job can be cancelled rather than run (and billed) unseen.
         submit = asyncio.ensure_future(self.client.submit(self.endpoint_id, payload))
         try:
             item.handle = await asyncio.shield(submit)
-        except fal_client.FalClientHTTPError as exc:
+        except Exception as exc:
+            if self.on_unsent is not None and never_reached_fal(exc):
+                await self.on_unsent(item)
+            if not isinstance(exc, fal_client.FalClientHTTPError):
+                raise
             said = str(exc.message).lower()
             if exc.status_code == 404 and "application" in said and "not found" in said:
                 raise ItemFailed(retired_sentence(self.endpoint_id)) from None
@@ -246,6 +259,21 @@ class FalQueue:
             item.detail = str(status.error) if status.error else ""
 
 
+def never_reached_fal(exc: BaseException) -> bool:
+    """A submit that provably made no job on fal (so it can't be billed): the connection
+    was never made (refused, DNS, TLS handshake), or fal's ingress answered with an error
+    and no request id."""
+    import fal_client
+    import httpx
+
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return True
+    if isinstance(exc, fal_client.FalClientHTTPError):
+        headers = {k.lower() for k in (getattr(exc, "response_headers", None) or {})}
+        return "x-fal-request-id" not in headers
+    return False
+
+
 def _raise_like_fal(response: Any) -> None:
     """Raise what fal-client raises for this error answer, so it is translated as usual."""
     import fal_client
@@ -282,20 +310,49 @@ def _parse_status(data: dict[str, Any]) -> Any:
     raise ValueError(f"unknown status {state!r}")
 
 
-async def fetch_result(handle: Any) -> Any:
+async def fetch_result(handle: Any, item: WorkItem | None = None) -> Any:
     """The result of a request fal said has completed, in one GET: `handle.get()` would ask
     for the status once more first. Uses fal-client's own retrying request and its error
-    type, so fal's errors are translated as everywhere else."""
+    type, so fal's errors are translated as everywhere else. What fal billed for it (the
+    x-fal-billable-units header, on a result or an error answer) goes to the item."""
+    import fal_client
     from fal_client import client as fc
 
     request = getattr(fc, "_async_maybe_retry_request", None)
     raise_for_status = getattr(fc, "_raise_for_status", None)
     if request is None or raise_for_status is None:   # a fal-client that changed inside
         return await handle.get()
-    response = await request(handle.client, "GET", handle.response_url,
-                             timeout=getattr(fc, "QUEUE_POLL_TIMEOUT", 60.0))
+    try:
+        response = await request(handle.client, "GET", handle.response_url,
+                                 timeout=getattr(fc, "QUEUE_POLL_TIMEOUT", 60.0))
+    except fal_client.FalClientHTTPError as exc:   # an error answer may say what fal billed
+        _note_bill(item, getattr(exc, "response_headers", None))
+        raise
+    _note_bill(item, response.headers)
     raise_for_status(response)
     return response.json()
+
+
+def _note_bill(item: WorkItem | None, headers: Any) -> None:
+    units = billable_units(headers)
+    if item is not None and units is not None:
+        item.billed_units = units
+
+
+BILLABLE_UNITS_HEADER = "x-fal-billable-units"
+
+
+def billable_units(headers: Any) -> float | None:
+    """fal's billed quantity from an answer's headers; None when absent or not a finite,
+    non-negative number (a malformed header is no bill: the estimate stays)."""
+    if headers is not None and not hasattr(headers, "get"):
+        return None
+    text = headers.get(BILLABLE_UNITS_HEADER) if headers is not None else None
+    try:
+        units = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return units if units is not None and math.isfinite(units) and units >= 0 else None
 
 
 def retired_sentence(endpoint_id: str) -> str:
