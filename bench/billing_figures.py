@@ -32,7 +32,7 @@ CATALOGUE = [
     ("clarityai/crystal-upscaler", {"scale_factor": 3}),
     ("fal-ai/bria/product-shot", {"placement_type": "automatic"}),
     ("fal-ai/qwen-image-layered", {}),
-    ("fal-ai/aura-sr", {"upscale_factor": 2}),
+    ("fal-ai/aura-sr", {"upscale_factor": 4}),
 ]
 
 

@@ -110,8 +110,8 @@ def test_a_per_second_price_is_learned_from_the_bill(priced, statuses):
     server_settings.update({"max_usd_per_prompt": 0.3})
     unpriced = pricing.UNPRICED.unit_price
     with pytest.raises(FalNodeError, match=rf"\${2 * unpriced:.3f} plus"):
-        run_catalogue(AURA, {"upscale_factor": 2}, image=sample_image(16, 16, batch=2))
-    run_catalogue(AURA, {"upscale_factor": 2}, image=sample_image(16, 16, seed=1))
+        run_catalogue(AURA, {"upscale_factor": 4}, image=sample_image(16, 16, batch=2))
+    run_catalogue(AURA, {"upscale_factor": 4}, image=sample_image(16, 16, seed=1))
     assert "fal bills $0.0009 per second, which can't be counted before the run" in statuses[-1]
     assert "billed $0.0009 by fal" in statuses[-1]
     [entry] = pricing.ledger.entries()
@@ -119,13 +119,13 @@ def test_a_per_second_price_is_learned_from_the_bill(priced, statuses):
     assert entry.billed_usd == pytest.approx(billing.total_usd(priced.state)) == \
         pytest.approx(0.0009)
     # The same inputs again: the last bill counts (2 requests now fit under $0.30).
-    run_catalogue(AURA, {"upscale_factor": 2}, image=sample_image(16, 16, batch=2, seed=2))
+    run_catalogue(AURA, {"upscale_factor": 4}, image=sample_image(16, 16, batch=2, seed=2))
     assert "2 request × $0.0009, what fal last billed for these inputs" in statuses[-1]
     # Other inputs: not learned, counted conservatively again.
     with pytest.raises(FalNodeError, match="spend guard"):
-        run_catalogue(AURA, {"upscale_factor": 4}, image=sample_image(16, 16, batch=2, seed=3))
+        run_catalogue(AURA, {"checkpoint": "v2"}, image=sample_image(16, 16, batch=2, seed=3))
     learned = routes._prices_answer()["learned"][AURA]
-    assert learned == [{"inputs": {"upscale_factor": 2}, "usd": pytest.approx(0.0009)}]
+    assert learned == [{"inputs": {"upscale_factor": 4}, "usd": pytest.approx(0.0009)}]
 
 
 def test_a_vague_unit_is_learned_too(priced, statuses):
