@@ -522,7 +522,9 @@ class EmulatorServer:
         payload = await self._read_payload(request)
         job_id = str(uuid.uuid4())  # chosen up front so the log entry carries it
         if (r := await self._enter(request, kind, kind, endpoint=endpoint,
-                                   request_id=job_id, payload=payload)) is not None:
+                                   request_id=job_id, payload=payload,
+                                   start_timeout=request.headers.get(START_TIMEOUT_HEADER))) \
+                is not None:
             return r
         if (r := self._account_locked(request)) is not None:
             return r
