@@ -205,3 +205,51 @@ def test_queue_time_and_run_time_are_recorded_and_shown(fal, statuses):
     assert item.queue_s is not None and item.queue_s >= 0.4
     assert item.run_s is not None and item.run_s >= 0.6
     assert "queued" in outcome.status and "ran" in outcome.status and "on fal" in outcome.status
+
+
+def test_an_answer_cut_off_after_its_request_id_is_not_lost():
+    """fal's answer broke off mid-body, but its x-fal-request-id header had arrived: the
+    job is known, so it is followed, not submitted again (and not counted as lost)."""
+    import fal_client
+    import httpx
+
+    from comfyui_fal_edit.nodes.stages import submit as submit_stage
+
+    class CutOff(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            yield b'{"request_id": "abc'
+            raise httpx.ReadError("connection reset")
+
+    posts: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        posts.append(request)
+        return httpx.Response(200, headers={"x-fal-request-id": "req-123"}, stream=CutOff())
+
+    class Client:        # what submit uses of a run's fal client
+        default_timeout = 5.0
+
+        def __init__(self) -> None:
+            self.http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+
+        @property
+        def _client(self):
+            async def value():
+                return self.http
+            return value()
+
+        async def get_handle(self, application: str, request_id: str):
+            return fal_client.AsyncRequestHandle.from_request_id(self.http, application,
+                                                                 request_id)
+
+    async def main():
+        client = Client()
+        item = WorkItem(0, [], {})
+        try:
+            return item, await submit_stage.submit(client, ENDPOINT.endpoint_id, {"x": 1}, item)
+        finally:
+            await client.http.aclose()
+
+    item, handle = asyncio.run(main())
+    assert handle.request_id == "req-123" and len(posts) == 1 and item.lost_submits == 0
+    assert ENDPOINT.endpoint_id.split("/")[1] in handle.status_url
