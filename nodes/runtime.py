@@ -338,6 +338,9 @@ class Run:
         cached = sum(1 for i in self.items if i.cached)
         first_seed = self.items[0].result.seed if self.items[0].result else None
         summary = f"done in {time.monotonic() - self.t0:.1f}s · {images.shape[0]} image(s)"
+        lost = sum(i.lost_submits for i in self.items)
+        if lost:   # first: the panel shows one line, and this is about money
+            summary += f" · {lost_answers_phrase(lost)}"
         spent = sum(i.cost for i in self.items)
         if self.cost.price is not None and total > cached:
             if spent < self.cost.total - 1e-9:   # an "up to" count brought fewer images
@@ -347,20 +350,14 @@ class Run:
                 summary += " · " + self.cost.describe()
         if cached:
             summary += f" · {cached} of {total} from cache (no charge)"
-        summary += self._fal_side_note()
+        if timing := timing_phrase(self.items):
+            summary += f" · {timing}"
         request_ids = [i.result.request_id or "" for i in self.items if i.result]
         return RunOutcome(
             images, first_seed if first_seed is not None else -1, urls, request_ids, notes,
             status="\n".join([summary] + notes), estimated_usd=spent, items=total,
             cached_items=cached,
             megapixels=round(sum(i.megapixels for i in self.items) / total, 4))
-
-    def _fal_side_note(self) -> str:
-        """How long fal queued and ran the items, and any answers that were lost."""
-        timing = timing_phrase(self.items)
-        lost = sum(i.lost_submits for i in self.items)
-        return (f" · {timing}" if timing else "") + \
-            (f" · {lost_answers_phrase(lost)}" if lost else "")
 
     def status_text(self, final: str | None = None) -> str:
         total = len(self.items)

@@ -24,8 +24,6 @@ from .submit import START_TIMEOUT_HEADER, Callback, ItemFailed, account_of, note
 
 log = logging.getLogger("comfyui_fal_edit")
 
-__all__ = ["FalQueue", "ItemFailed", "fetch_result", "again_on_5xx", "retired_sentence"]
-
 # Polling, where the status stream cannot be used: a few quick looks, then fal-js's 0.5 s.
 POLL_FIRST_S = 0.1
 POLL_MAX_S = 0.5
