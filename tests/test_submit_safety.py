@@ -192,7 +192,7 @@ def test_a_request_fal_never_started_ends_on_fals_side_unbilled(fal):
 
 
 def test_queue_time_and_run_time_are_recorded_and_shown(fal, statuses):
-    fal.state.queue_delay_s, fal.state.latency_s = 0.4, 0.6
+    fal.state.queue_delay_s, fal.state.latency_s = 0.5, 0.8
     run = Run(ENDPOINT, FalSettings(), None)
 
     async def main():
@@ -201,19 +201,52 @@ def test_queue_time_and_run_time_are_recorded_and_shown(fal, statuses):
 
     outcome = asyncio.run(main())
     [item] = run.items
-    # Measured from fal's own statuses: at least what the emulator held it (never less).
-    assert item.queue_s is not None and item.queue_s >= 0.4
-    assert item.run_s is not None and item.run_s >= 0.6
+    # Measured from fal's statuses as they arrive: about what the emulator held it (half of
+    # it at least, whatever the delivery delays), each in its own figure.
+    assert item.queue_s is not None and item.queue_s >= 0.25
+    assert item.run_s is not None and item.run_s >= 0.4
     assert "queued" in outcome.status and "ran" in outcome.status and "on fal" in outcome.status
+
+
+class _MockFalClient:
+    """What submit uses of a run's fal client, answering through `answer(request)`."""
+
+    default_timeout = 5.0
+
+    def __init__(self, answer) -> None:
+        import httpx
+        self.http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+
+    @property
+    def _client(self):
+        async def value():
+            return self.http
+        return value()
+
+    async def get_handle(self, application: str, request_id: str):
+        import fal_client
+        return fal_client.AsyncRequestHandle.from_request_id(self.http, application, request_id)
+
+
+def _submit_through(answer, on_sent=None, on_unsent=None):
+    """submit() one payload against `answer`; (the item, the handle)."""
+    from comfyui_fal_edit.nodes.stages import submit as submit_stage
+
+    async def main():
+        client = _MockFalClient(answer)
+        item = WorkItem(0, [], {})
+        try:
+            return item, await submit_stage.submit(client, ENDPOINT.endpoint_id, {"x": 1}, item,
+                                                   on_sent=on_sent, on_unsent=on_unsent)
+        finally:
+            await client.http.aclose()
+    return asyncio.run(main())
 
 
 def test_an_answer_cut_off_after_its_request_id_is_not_lost():
     """fal's answer broke off mid-body, but its x-fal-request-id header had arrived: the
     job is known, so it is followed, not submitted again (and not counted as lost)."""
-    import fal_client
     import httpx
-
-    from comfyui_fal_edit.nodes.stages import submit as submit_stage
 
     class CutOff(httpx.AsyncByteStream):
         async def __aiter__(self):
@@ -226,30 +259,34 @@ def test_an_answer_cut_off_after_its_request_id_is_not_lost():
         posts.append(request)
         return httpx.Response(200, headers={"x-fal-request-id": "req-123"}, stream=CutOff())
 
-    class Client:        # what submit uses of a run's fal client
-        default_timeout = 5.0
-
-        def __init__(self) -> None:
-            self.http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
-
-        @property
-        def _client(self):
-            async def value():
-                return self.http
-            return value()
-
-        async def get_handle(self, application: str, request_id: str):
-            return fal_client.AsyncRequestHandle.from_request_id(self.http, application,
-                                                                 request_id)
-
-    async def main():
-        client = Client()
-        item = WorkItem(0, [], {})
-        try:
-            return item, await submit_stage.submit(client, ENDPOINT.endpoint_id, {"x": 1}, item)
-        finally:
-            await client.http.aclose()
-
-    item, handle = asyncio.run(main())
+    item, handle = _submit_through(answer)
     assert handle.request_id == "req-123" and len(posts) == 1 and item.lost_submits == 0
     assert ENDPOINT.endpoint_id.split("/")[1] in handle.status_url
+
+
+def test_a_429_is_sent_again_even_with_a_request_id():
+    """A 429 makes no job, whoever answers it: sent again (as fal-client does), its charge
+    taken back; a 503 with fal's request id came from fal itself and is not."""
+    import httpx
+
+    calls: list[str] = []
+
+    async def sent(item):
+        calls.append("sent")
+
+    async def unsent(item):
+        calls.append("unsent")
+
+    answers = iter([httpx.Response(429, json={"detail": "Rate limit exceeded"},
+                                   headers={"x-fal-request-id": "r1"}),
+                    httpx.Response(200, json={"request_id": "r2", "response_url": "u",
+                                              "status_url": "s", "cancel_url": "c"})])
+    item, handle = _submit_through(lambda request: next(answers), sent, unsent)
+    assert handle.request_id == "r2" and calls == ["sent", "unsent", "sent"]
+
+    import fal_client
+    calls.clear()
+    with pytest.raises(fal_client.FalClientHTTPError):
+        _submit_through(lambda request: httpx.Response(
+            503, text="busy", headers={"x-fal-request-id": "r3"}), sent, unsent)
+    assert calls == ["sent"], "a 5xx from fal itself is neither sent again nor taken back"

@@ -9,7 +9,7 @@ and key handling of fal_transport.py), and each failed attempt is one of:
 
 - unsent: provably never reached a fal job. The connection was never made (refused,
   DNS, TLS handshake, connect or pool timeout), or fal's ingress turned it away
-  (408/429/502/503/504 without a fal request id). Sent again, with backoff.
+  (408/502/503/504 without a fal request id, or any 429). Sent again, with backoff.
 - refused: fal answered with its own error (a 4xx): no job was made; the answer says why.
 - server error: fal itself answered 5xx. fal bills no request that ends in a server
   error, but a job is not proven absent: the charge stays counted, nothing is resent
@@ -40,6 +40,9 @@ from .plan import WorkItem
 RESUBMITS_AFTER_LOST_ANSWER = 1
 # fal's ingress answers these without a request id when the request never reached a job.
 INGRESS_STATUSES = (408, 429, 502, 503, 504)
+# These say "not taken, come back later" whoever sends them: no job is made by a 429
+# (fal-client retries it in every case, and so does the pack).
+TRY_LATER_STATUSES = (429,)
 REQUEST_ID_HEADER = "x-fal-request-id"
 START_TIMEOUT_HEADER = "X-Fal-Request-Timeout"     # fal-client's start_timeout
 # fal's start timeout must be above 1 s (fal-client refuses less).
@@ -229,7 +232,8 @@ async def _post(client: Any, endpoint_id: str, payload: dict[str, Any],
         else:   # a fal-client that changed inside
             error = httpx.HTTPStatusError(f"HTTP {response.status_code}", request=request,
                                           response=response)
-        if response.status_code in INGRESS_STATUSES and not request_id:
+        if response.status_code in INGRESS_STATUSES and not request_id or \
+                response.status_code in TRY_LATER_STATUSES:
             raise _Failed(UNSENT, error, _retry_after(response))
         if response.status_code >= 500:
             raise _Failed(SERVER_ERROR, error)
