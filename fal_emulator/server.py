@@ -42,7 +42,7 @@ from PIL import Image, UnidentifiedImageError
 
 from . import billing, imageops, vector
 from .specs import ENDPOINTS, PRICES, EndpointSpec, field_error, validate
-from .state import JOB_OUTCOME_KINDS, EmulatorState, FaultRule
+from .state import AFTER_ACCEPT_KINDS, JOB_OUTCOME_KINDS, EmulatorState, FaultRule
 
 _NSFW_RE = re.compile(r"\bnsfw\b", re.IGNORECASE)
 _FILE_PATH_RE = re.compile(r"^/files/([0-9a-f]{32})(?:/|$)")
@@ -54,6 +54,9 @@ _NGINX_BODY = ("<html><head><title>{code} {reason}</title></head><body>"
                "</body></html>")
 _FORBIDDEN_DETAIL = ("User is locked. Reason: Exhausted balance. "
                      "Top up your balance at fal.ai/dashboard/billing.")
+# fal's start timeout (fal-client's start_timeout): a request not started by then ends with
+# 504, error_type request_timeout and X-Fal-Request-Timeout-Type: user, and is not billed.
+START_TIMEOUT_HEADER = "X-Fal-Request-Timeout"
 
 
 def _now_iso() -> str:
@@ -107,9 +110,11 @@ class FileStore:
 class RequestError(Exception):
     """A job failure with the HTTP answer its result URL should give."""
 
-    def __init__(self, status: int, body: Any, message: str, error_type: str):
+    def __init__(self, status: int, body: Any, message: str, error_type: str,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.body, self.message, self.error_type = status, body, message, error_type
+        self.headers = headers or {}
 
 
 def _validation_error(errors: list[dict]) -> RequestError:
@@ -135,6 +140,7 @@ class Job:
     cancelled: bool = False
     started: float | None = None
     finished: float | None = None
+    start_by: float | None = None  # X-Fal-Request-Timeout: must start by then (monotonic)
     task: asyncio.Task | None = None
     _changed: asyncio.Event | None = None
     made: tuple | None = None                 # (params, output files): what fal bills
@@ -336,6 +342,16 @@ def _payload_seed(payload: Any) -> int:
     return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
 
 
+def _start_deadline(request: web.Request, created: float) -> float | None:
+    """When a job must have started, from fal's X-Fal-Request-Timeout (seconds after the
+    submit); None without a usable header."""
+    try:
+        seconds = float(request.headers.get(START_TIMEOUT_HEADER, ""))
+    except ValueError:
+        return None
+    return created + seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
 # ----- the server -------------------------------------------------------------
 
 
@@ -523,6 +539,7 @@ class EmulatorServer:
         outcome = self.state.take_fault("submit", spec.endpoint_id, kinds=JOB_OUTCOME_KINDS)
         job = Job(id=job_id, spec=spec, payload=payload, base=self._base(request),
                   outcome=outcome.kind if outcome else None)
+        job.start_by = _start_deadline(request, job.created)
         self.jobs[job.id] = job
         job.task = asyncio.get_running_loop().create_task(self._run_job(job))
         return job
@@ -539,17 +556,39 @@ class EmulatorServer:
         payload = await self._read_payload(request)
         job_id = str(uuid.uuid4())  # chosen up front so the log entry carries it
         if (r := await self._enter(request, kind, kind, endpoint=endpoint,
-                                   request_id=job_id, payload=payload)) is not None:
+                                   request_id=job_id, payload=payload,
+                                   start_timeout=request.headers.get(START_TIMEOUT_HEADER))) \
+                is not None:
+            return r
+        if (r := self._account_locked(request)) is not None:
             return r
         spec = ENDPOINTS.get(endpoint)
         if spec is None or endpoint in self.state.retired_endpoints:
             return _json({"detail": f"Application '{endpoint}' not found"}, 404)
         return self._new_job(request, job_id, spec, payload)
 
+    def _account_locked(self, request: web.Request) -> web.Response | None:
+        """fal's answer to new work from a locked account (its balance is exhausted)."""
+        if self._key(request) in self.state.locked_keys:
+            return _json({"detail": _FORBIDDEN_DETAIL}, 403)
+        return None
+
+    async def _lose_answer(self, request: web.Request, job: Job) -> web.Response | None:
+        """The "lost_answer" fault: fal made (and will bill) the job, but the connection
+        is reset before its answer is sent."""
+        rule = self.state.take_fault("submit", job.spec.endpoint_id, kinds=AFTER_ACCEPT_KINDS)
+        if rule is None:
+            return None
+        self.state.record("answer_lost", endpoint=job.spec.endpoint_id, request_id=job.id)
+        request.transport.abort()
+        return web.Response(status=599)  # never reaches the wire
+
     async def submit(self, request: web.Request) -> web.StreamResponse:
         job = await self._accept(request, "submit")
         if not isinstance(job, Job):
             return job
+        if (lost := await self._lose_answer(request, job)) is not None:
+            return lost
         return _json({"request_id": job.id, **job.urls,
                       "queue_position": self._queue_position(job)},
                      **{"x-fal-request-id": job.id})
@@ -672,7 +711,7 @@ class EmulatorServer:
         if job.status != "COMPLETED":
             return _json({"detail": "Request is still in progress"}, 400, **headers)
         if job.error is not None:
-            return _json(job.error.body, job.error.status, **headers)
+            return _json(job.error.body, job.error.status, **headers, **job.error.headers)
         return _json(job.result, **headers)
 
     async def result(self, request: web.Request) -> web.StreamResponse:
@@ -705,16 +744,16 @@ class EmulatorServer:
         job.changed()
         # Lets out-of-process clients (the benchmark) see when fal finished a job.
         self.state.record("finished", endpoint=job.spec.endpoint_id, request_id=job.id,
-                          error_type=error.error_type if error else None)
+                          error_type=error.error_type if error else None,
+                          started=job.started is not None)
 
     async def _run_job(self, job: Job) -> None:
         state = self.state
         acquired = False
         work = None
         try:
-            job.queue_until = time.monotonic() + state.queue_delay_s
-            await asyncio.sleep(state.queue_delay_s)
-            await self.gate.acquire(job)
+            if not await self._start_in_time(job):
+                return
             acquired = True
             job.status, job.started = "IN_PROGRESS", time.monotonic()
             job.changed()
@@ -748,6 +787,29 @@ class EmulatorServer:
         finally:
             if acquired:
                 await self.gate.release()
+
+    async def _wait_in_queue(self, job: Job) -> None:
+        job.queue_until = time.monotonic() + self.state.queue_delay_s
+        await asyncio.sleep(self.state.queue_delay_s)
+        await self.gate.acquire(job)
+
+    async def _start_in_time(self, job: Job) -> bool:
+        """Wait for the job's turn; True once it holds a runner. A job whose start deadline
+        (X-Fal-Request-Timeout) passes first ends as fal ends it: 504 request_timeout,
+        never started, never billed."""
+        if job.start_by is None:
+            await self._wait_in_queue(job)
+            return True
+        try:
+            await asyncio.wait_for(self._wait_in_queue(job),
+                                   max(0.0, job.start_by - time.monotonic()))
+            return True
+        except asyncio.TimeoutError:
+            self._finish(job, RequestError(
+                504, {"detail": "Request timed out", "error_type": "request_timeout"},
+                "Request timed out", "request_timeout",
+                {"X-Fal-Request-Timeout-Type": "user", "X-Fal-Error-Type": "request_timeout"}))
+            return False
 
     def _process(self, job: Job) -> dict:
         """Validate, fetch inputs, run the op, encode and store outputs.

@@ -18,23 +18,28 @@ FAULT_STAGES = ("submit", "run", "status", "result", "cancel", "upload", "token"
 
 # Status codes answer with that HTTP error; "reset", "truncate",
 # "malformed_json", "stall" and "expired" break one HTTP exchange;
-# "no_images" and "app_error" change how the job itself ends.
+# "no_images" and "app_error" change how the job itself ends; "lost_answer" (submit
+# only) loses the answer to a submit fal accepted.
 FAULT_KINDS = (
     429, 500, 502, 503, 504, 401, 403, 422,
     "reset", "truncate", "malformed_json", "stall", "expired",
-    "no_images", "app_error",
+    "no_images", "app_error", "lost_answer",
 )
 
 # These decide how a job ends rather than how one HTTP answer looks, so they
 # are consumed when a job is accepted (submit or run), whatever their stage.
 JOB_OUTCOME_KINDS = ("no_images", "app_error")
 
+# These strike after fal has accepted a submit (the job exists and runs, so it is billed):
+# "lost_answer" resets the connection instead of sending the submit's answer.
+AFTER_ACCEPT_KINDS = ("lost_answer",)
+
 # Knobs restored by reset(); everything else on the state is bookkeeping.
 _KNOB_NAMES = (
     "latency_s", "queue_delay_s", "queue_delay_positions", "progress_steps",
     "max_concurrency", "faults", "stall_s", "result_mode", "output_sizes",
     "seededit_image_as_list", "status_stream", "rejected_keys", "forbidden_keys",
-    "retired_endpoints",
+    "retired_endpoints", "locked_keys",
 )
 
 
@@ -92,6 +97,9 @@ class EmulatorState:
     forbidden_keys: set = field(default_factory=set)
     # Endpoints fal no longer serves: submitting to one answers 404, application not found.
     retired_endpoints: set = field(default_factory=set)
+    # Keys whose fal account is locked (exhausted balance): fal refuses their submits with
+    # 403 "User is locked", while storage, status and results still answer.
+    locked_keys: set = field(default_factory=set)
 
     log: list = field(default_factory=list)
 
@@ -117,7 +125,7 @@ class EmulatorState:
             raise ValueError(f"unknown knobs: {sorted(unknown)}")
         with self._lock:
             for name, value in changes.items():
-                if name in ("rejected_keys", "forbidden_keys", "retired_endpoints"):
+                if name in ("rejected_keys", "forbidden_keys", "retired_endpoints", "locked_keys"):
                     value = set(value or ())
                 elif name == "faults":
                     value = [FaultRule.coerce(r) for r in value or ()]
@@ -153,7 +161,8 @@ class EmulatorState:
                 if rule.times == 0:
                     continue
                 if kinds is None:
-                    if rule.stage != stage or rule.kind in JOB_OUTCOME_KINDS:
+                    if rule.stage != stage or rule.kind in JOB_OUTCOME_KINDS + \
+                            AFTER_ACCEPT_KINDS:
                         continue
                 elif rule.kind not in kinds:
                     continue

@@ -18,6 +18,13 @@ def redact(text: str, secret: str | None) -> str:
     return text
 
 
+def is_start_timeout(exc: BaseException) -> bool:
+    """fal ended the request because it had not started by X-Fal-Request-Timeout."""
+    headers = getattr(exc, "response_headers", None) or {}
+    return getattr(exc, "status_code", None) == 504 and \
+        str(headers.get("x-fal-request-timeout-type", "")).lower() == "user"
+
+
 def _detail_sentence(detail: Any) -> str:
     """fal's 422 `detail` is a list of {loc, msg, type}; name each field and its problem."""
     if isinstance(detail, list):
@@ -46,6 +53,38 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+BILLING_PAGE = "https://fal.ai/dashboard/billing"
+KEYS_PAGE = "https://fal.ai/dashboard/keys"
+
+
+def _lock_reason(message: Any) -> str | None:
+    """fal's 403 for a locked account ("User is locked. Reason: Exhausted balance. ...")
+    -> its reason in a few words ("exhausted balance"); None for any other 403."""
+    text = str(message)
+    if not re.search(r"\b(user|account) is locked\b", text, re.IGNORECASE):
+        return None
+    found = re.search(r"reason:\s*([^.;]+)", text, re.IGNORECASE)
+    return _short(found.group(1), 60).lower() if found else "locked"
+
+
+def account_scope(exc: BaseException) -> str | None:
+    """"account" when fal refused the key's account (a bad key, a locked account: every
+    request would be refused), "endpoint" for another 403 (this endpoint would refuse
+    every request), None for anything else."""
+    import fal_client
+    import httpx
+
+    if isinstance(exc, fal_client.FalClientHTTPError):
+        status, message = exc.status_code, exc.message
+    elif isinstance(exc, httpx.HTTPStatusError):
+        status, message = exc.response.status_code, ""
+    else:
+        return None
+    if status == 401 or (status == 403 and _lock_reason(message) is not None):
+        return "account"
+    return "endpoint" if status == 403 else None
+
+
 def translate(exc: BaseException, key_label: str) -> str:
     """A fal-client / httpx / our own exception -> the cause-and-fix part of a sentence."""
     import httpx
@@ -62,10 +101,15 @@ def translate(exc: BaseException, key_label: str) -> str:
             pass
         if status == 401:
             return (f"fal rejected the key {key_label} (HTTP 401); copy a valid key from "
-                    f"fal.ai/dashboard/keys and set it again")
+                    f"{KEYS_PAGE} and set it again")
         if status == 403:
-            return (f"fal refused the key {key_label} access to this model (HTTP 403); check the "
-                    f"key's permissions and your fal account balance")
+            reason = _lock_reason(exc.message)
+            if reason is not None:
+                return (f"fal has locked the account of the key {key_label} (HTTP 403: "
+                        f"{reason}); top up or settle the account at {BILLING_PAGE}, then "
+                        f"run again")
+            return (f"fal refused the key {key_label} access to this model (HTTP 403); check "
+                    f"the key's permissions at {KEYS_PAGE} and the account at {BILLING_PAGE}")
         if status == 422:
             return (f"fal refused the input — {_short(_detail_sentence(detail))}; change that "
                     f"input and run again")
@@ -75,6 +119,10 @@ def translate(exc: BaseException, key_label: str) -> str:
         if status == 404:
             return (f"fal answered 404 ({_short(_detail_sentence(detail), 120)}); the endpoint or "
                     f"request no longer exists, run again")
+        if is_start_timeout(exc):
+            return ("fal's queue did not start it before the start deadline the node sends "
+                    "(from timeout_s), so fal ended it unstarted and did not bill it; run "
+                    "again when fal is less busy, or raise timeout_s in fal Settings")
         if status >= 500:
             return (f"fal had a server error (HTTP {status}: {_short(_detail_sentence(detail), 120)}); "
                     f"run again later, results that arrived are kept")

@@ -223,7 +223,9 @@ class FalSettingsNode:
                                         "fal queues requests itself."}),
                 "timeout_s": ("INT", {"default": int(d.timeout_s), "min": 10, "max": 7200,
                                       "tooltip": "Seconds one request may take (queue + run) "
-                                                 "before it is cancelled and the node fails."}),
+                                                 "before it is cancelled and the node fails. "
+                                                 "fal itself drops a request its queue has not "
+                                                 "started in time (unbilled)."}),
                 "nsfw_policy": (list(NSFW_POLICIES), {"default": d.nsfw_policy, "tooltip":
                                 "When fal flags a result as NSFW (it sends a black image): fail "
                                 "the node naming the items, keep them, or drop them. All three "

@@ -37,7 +37,8 @@ from .pricing import (Estimate, LedgerEntry, Price, estimate, learned, ledger, p
 from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, resolve_key
 from .spec import InputProblem
 from .stages.plan import WorkItem, build_payload, plan_items, with_image_urls
-from .stages.queue import FalQueue, ItemFailed
+from .stages.queue import FalQueue, ItemFailed, timed_out_sentence, timing_phrase
+from .stages.submit import lost_answers_phrase
 from .stages.results import OutputBatch, ResultFiles, assemble
 from .stages.upload import Uploads
 
@@ -318,14 +319,18 @@ class Run:
         assert self.queue is not None
         try:
             async with budget.slot(self.settings.concurrency):
+                item.deadline = time.monotonic() + self.settings.timeout_s
                 try:
                     await within(self._stages(item), self.settings.timeout_s)
                 except asyncio.TimeoutError:
-                    raise ItemFailed(f"did not finish within {self.settings.timeout_s:g}s and "
-                                     f"was cancelled; raise the timeout in fal Settings") from None
+                    raise ItemFailed(timed_out_sentence(item, self.settings.timeout_s)) from None
         except Exception as exc:  # recorded and reported together with the other items
             if item.handle is not None and item.result is None:
                 await self.queue.cancel([item])   # don't leave a job running unseen
+            elif item.handle is None:
+                # fal refused the account before this item was queued (its upload or
+                # submit): the loop's other items stay unsent.
+                self.queue.note_failure(exc)
             item.error, item.state, item.finished = exc, "failed", True
         finally:
             await self._settle(item)
@@ -354,6 +359,7 @@ class Run:
         assert self.uploads is not None and self.queue is not None
         if await self.queue.resume(item):
             return await self.queue.finish(item)
+        self.queue.check_account()
         for attempt in (1, 2):
             item.state = "uploading"
             found = await self.uploads.urls_for(item.images)
@@ -449,6 +455,9 @@ class Run:
         cached = sum(1 for i in self.items if i.cached)
         first_seed = self.items[0].result.seed if self.items[0].result else None
         summary = f"done in {time.monotonic() - self.t0:.1f}s · {images.shape[0]} image(s)"
+        lost = sum(i.lost_submits for i in self.items)
+        if lost:   # first: the panel shows one line, and this is about money
+            summary += f" · {lost_answers_phrase(lost)}"
         spent = sum(i.cost for i in self.items)
         # fal's bill first, then the estimate beside it (the node shows the first line's start).
         charges = [c for i in self.items for c in i.charges]
@@ -463,6 +472,8 @@ class Run:
                 summary += " · " + self.cost.describe()
         if cached:
             summary += f" · {cached} of {total} from cache (no charge)"
+        if timing := timing_phrase(self.items):
+            summary += f" · {timing}"
         request_ids = [i.result.request_id or "" for i in self.items if i.result]
         return RunOutcome(
             images, first_seed if first_seed is not None else -1, urls, request_ids, notes,
@@ -488,8 +499,14 @@ class Run:
                 text = f"#{item.index + 1} {item.state}"
                 if item.started and item.state == "running":
                     text += f" {time.monotonic() - item.started:.1f}s"
+                    if item.queue_s is not None:
+                        text += f" (queued {item.queue_s:.1f}s)"
+                elif item.submitted_at and item.state == "queued":
+                    text += f" {time.monotonic() - item.submitted_at:.1f}s"
                 if item.detail:
                     text += f" · {item.detail[:60]}"
+                if item.lost_submits:
+                    text += f" · {lost_answers_phrase(item.lost_submits)}"
                 lines.append(text)
             shown = lines[:6] + ([f"… {len(lines) - 6} more"] if len(lines) > 6 else [])
             return "\n".join([head] + shown)

@@ -386,6 +386,54 @@ async def test_job_outcome_faults(fal, state):
 
 
 @pytest.mark.asyncio
+async def test_lost_answer_makes_the_job_and_loses_its_answer(fal, state, monkeypatch):
+    """fal accepted the submit (the job runs, and is billed), the connection is reset before
+    the answer: fal-client's submit posts again, and each post is another job."""
+    monkeypatch.setattr(fal_client_module, "MAX_ATTEMPTS", 4)
+    url = await upload(fal)
+    state.add_fault("submit", "lost_answer", times=2, endpoint=FLUX)
+    handle = await fal.submit(FLUX, args_for(FLUX, url))
+    assert (await handle.get())["images"]
+    lost = [e["request_id"] for e in state.entries("answer_lost")]
+    assert len(lost) == 2 and state.count("submit") == 3
+    await asyncio.sleep(0.2)
+    finished = {e["request_id"] for e in state.entries("finished") if e["error_type"] is None}
+    assert set(lost) <= finished, "the jobs whose answers were lost still ran"
+
+
+@pytest.mark.asyncio
+async def test_locked_account_refuses_submits_but_not_uploads(fal, state):
+    state.locked_keys = {KEY}
+    url = await upload(fal)
+    with pytest.raises(fal_client.client.FalClientHTTPError) as exc:
+        await fal.submit(FLUX, args_for(FLUX, url))
+    assert exc.value.status_code == 403 and "User is locked" in str(exc.value.message)
+    assert not state.entries("finished")
+
+
+@pytest.mark.asyncio
+async def test_start_timeout_ends_a_queued_job_unstarted(fal, state):
+    """X-Fal-Request-Timeout: a job that has not started by then ends on fal's side with
+    504 request_timeout (X-Fal-Request-Timeout-Type: user) and never runs."""
+    url = await upload(fal)
+    state.queue_delay_s = 5.0
+    handle = await fal.submit(FLUX, args_for(FLUX, url), start_timeout=1.2)
+    assert state.entries("submit")[-1]["request_id"] == handle.request_id
+    with pytest.raises(fal_client.client.FalClientHTTPError) as exc:
+        await handle.get()
+    assert exc.value.status_code == 504
+    assert exc.value.response_headers.get("x-fal-request-timeout-type") == "user"
+    assert (await handle.status()).error_type == "request_timeout"
+    [finished] = state.entries("finished")
+    assert finished["started"] is False and finished["error_type"] == "request_timeout"
+
+    state.queue_delay_s = 0.0      # started in time: the deadline no longer applies
+    state.latency_s = 1.5
+    handle = await fal.submit(FLUX, args_for(FLUX, url), start_timeout=1.2)
+    assert (await handle.get())["images"]
+
+
+@pytest.mark.asyncio
 async def test_expired_file(fal, state):
     url = await upload(fal)
     state.add_fault("file", "expired")

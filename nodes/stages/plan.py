@@ -40,6 +40,11 @@ class WorkItem:
     error: BaseException | None = None
     blobs: list[bytes] | None = None         # the result files as fal sent them
     targets: list[tuple[str, bool]] | None = None   # per image: (fal field, is a list field)
+    deadline: float | None = None            # monotonic: when the node gives up on it
+    submitted_at: float | None = None        # monotonic: when fal accepted its submit
+    queue_s: float | None = None             # time in fal's queue, then running
+    run_s: float | None = None
+    lost_submits: int = 0                    # submits whose answer was lost: maybe billed
 
     @property
     def megapixels(self) -> float:

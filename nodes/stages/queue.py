@@ -1,9 +1,10 @@
 """Stage 3, queue: a complete payload -> fal's result JSON, through fal's queue.
 
-Submit, watch the request's status until it completes (queue position and fal's
-latest log line go to the item's status), then fetch the result. A request that
-has been submitted can always be cancelled, so an interrupt or a timeout never
-leaves a job running (and billed) unseen.
+Submit (submit.py: sent again only when it provably never reached fal), watch the
+request's status until it completes (queue position and fal's latest log line go to
+the item's status, the time it queued and ran to `queue_s` and `run_s`), then fetch the
+result. A request that has been submitted can always be cancelled, so an interrupt or a
+timeout never leaves a job running (and billed) unseen.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import json
 import logging
 import math
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from ..caches import caches
 from ..concurrency import within
+from ..errors import is_start_timeout
 from .plan import WorkItem
+from .submit import START_TIMEOUT_HEADER, Callback, ItemFailed, account_of, note_refusal, \
+    start_timeout_s, submit
 
 log = logging.getLogger("comfyui_fal_edit")
 
@@ -40,25 +44,32 @@ def _stream_timeout():
     return httpx.Timeout(10.0, read=None)
 
 
-class ItemFailed(Exception):
-    """An item failed for a reason the message already says in the user's words."""
-
-
 class FalQueue:
     """fal's queue for one endpoint, as one run uses it."""
 
     def __init__(self, client: Any, endpoint_id: str, timeout_s: float, name: str, *,
-                 on_sent: Callable[[WorkItem], Awaitable[None]] | None = None,
-                 on_unsent: Callable[[WorkItem], Awaitable[None]] | None = None) -> None:
+                 on_sent: Callback = None, on_unsent: Callback = None) -> None:
         self.client = client
         self.endpoint_id = endpoint_id
         self.timeout_s = timeout_s
         self.name = name                      # the node's display name, for the log
+        # Awaited before each submit POST, and after one that provably made no job.
+        self.on_sent = on_sent
+        self.on_unsent = on_unsent
         self._said_fallback = False
         # Awaited right before each submit goes out (it may be billed from then on), and
         # when that submit provably never reached fal (its charge is taken back).
         self.on_sent = on_sent
         self.on_unsent = on_unsent
+
+    def check_account(self) -> None:
+        """Raise submit.AccountRefused if fal refused this key's account earlier on this
+        loop: the item would be refused the same way, so it is not uploaded or sent."""
+        account_of(self.client).check(self.endpoint_id)
+
+    def note_failure(self, exc: BaseException) -> None:
+        """An item failed with `exc`; if fal refused the account, stop the loop's others."""
+        note_refusal(self.client, self.endpoint_id, exc)
 
     async def run(self, item: WorkItem, payload: dict[str, Any]) -> dict[str, Any]:
         """Submit, wait for completion, return the result JSON."""
@@ -121,32 +132,27 @@ class FalQueue:
         import fal_client
 
         item.state = "submitting"
-        if self.on_sent is not None:
-            await self.on_sent(item)
-        # Shielded: if the user interrupts mid-submit we still learn the request id,
-        # so the job can be cancelled rather than run (and billed) unseen.
-        submit = asyncio.ensure_future(self.client.submit(self.endpoint_id, payload))
+        # fal ends the request unbilled if it has not started when the node would give up.
+        headers = {START_TIMEOUT_HEADER: f"{start_timeout_s(self._remaining_s(item)):g}"}
         try:
-            item.handle = await asyncio.shield(submit)
-        except Exception as exc:
-            if self.on_unsent is not None and never_reached_fal(exc):
-                await self.on_unsent(item)
-            if not isinstance(exc, fal_client.FalClientHTTPError):
-                raise
+            item.handle = await submit(self.client, self.endpoint_id, payload, item,
+                                       headers=headers, on_sent=self.on_sent,
+                                       on_unsent=self.on_unsent, cancel_grace_s=CANCEL_GRACE_S)
+        except fal_client.FalClientHTTPError as exc:
             said = str(exc.message).lower()
             if exc.status_code == 404 and "application" in said and "not found" in said:
                 raise ItemFailed(retired_sentence(self.endpoint_id)) from None
             raise
-        except asyncio.CancelledError:
-            try:
-                item.handle = await within(submit, CANCEL_GRACE_S)
-            except BaseException:
-                pass
-            raise
         item.request_id = item.handle.request_id
-        item.state = "queued"
+        item.state, item.submitted_at = "queued", time.monotonic()
         await asyncio.to_thread(caches.note_submitted, item.key, self.endpoint_id,
                                 item.request_id)
+
+    def _remaining_s(self, item: WorkItem) -> float:
+        """What is left of the item's deadline (the node's timeout_s)."""
+        if item.deadline is None:
+            return self.timeout_s
+        return max(0.0, item.deadline - time.monotonic())
 
     async def _wait(self, item: WorkItem) -> None:
         """Until fal says the request completed: follow fal's status stream, where fal
@@ -238,40 +244,58 @@ class FalQueue:
                 return
             if time.monotonic() > deadline:
                 await self.cancel([item])
-                raise ItemFailed(f"did not finish within {self.timeout_s:g}s and was "
-                                 f"cancelled; raise the timeout in fal Settings")
+                raise ItemFailed(timed_out_sentence(item, self.timeout_s))
             await asyncio.sleep(interval)
             interval = min(POLL_MAX_S, interval * 1.5)
 
     @staticmethod
     def _show(item: WorkItem, status: Any) -> None:
-        """A status from fal -> the item's state and detail in the node's status text."""
+        """A status from fal -> the item's state and detail in the node's status text, and
+        the time it spent in fal's queue and running."""
         import fal_client
 
+        now = time.monotonic()
+        submitted = item.submitted_at if item.submitted_at is not None else now
         if isinstance(status, fal_client.Queued):
             item.state, item.detail = "queued", f"position {status.position + 1}"
+            item.queue_s = now - submitted
         elif isinstance(status, fal_client.InProgress):
             if item.state != "running":
-                item.state, item.started = "running", time.monotonic()
+                item.state, item.started = "running", now
+                item.queue_s = now - submitted
             item.detail = last_log(status.logs) or item.detail
+            item.run_s = now - item.started if item.started is not None else None
         elif isinstance(status, fal_client.Completed):
             # fal reports app failures here; the result call answers with the details.
             item.detail = str(status.error) if status.error else ""
+            ran = (status.metrics or {}).get("inference_time")
+            if item.started is not None and item.state == "running":
+                item.run_s = now - item.started
+            elif isinstance(ran, (int, float)) and ran >= 0:   # started and ended unseen
+                item.run_s = float(ran)
+            else:   # never started (fal's start deadline) or nothing said
+                item.run_s = 0.0 if status.error else item.run_s
+            if item.queue_s is None or item.state != "running":
+                item.queue_s = max(0.0, now - submitted - (item.run_s or 0.0))
 
 
-def never_reached_fal(exc: BaseException) -> bool:
-    """A submit that provably made no job on fal (so it can't be billed): the connection
-    was never made (refused, DNS, TLS handshake), or fal's ingress answered with an error
-    and no request id."""
-    import fal_client
-    import httpx
+def timed_out_sentence(item: WorkItem, timeout_s: float) -> str:
+    """The node's deadline passed: say where the time went, as far as fal said."""
+    spent = timing_phrase([item])
+    return (f"did not finish within {timeout_s:g}s{f' ({spent})' if spent else ''} and was "
+            f"cancelled; raise the timeout in fal Settings")
 
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-        return True
-    if isinstance(exc, fal_client.FalClientHTTPError):
-        headers = {k.lower() for k in (getattr(exc, "response_headers", None) or {})}
-        return "x-fal-request-id" not in headers
-    return False
+
+def timing_phrase(items: list[WorkItem]) -> str:
+    """The time fal's queue held the items and the time they ran, for the status."""
+    timed = [i for i in items if i.queue_s is not None]
+    if not timed:
+        return ""
+    queued = max(i.queue_s or 0.0 for i in timed)
+    ran = sum(i.run_s or 0.0 for i in timed)
+    if len(timed) == 1:
+        return f"queued {queued:.1f}s, ran {ran:.1f}s on fal"
+    return f"queued up to {queued:.1f}s, ran {ran:.1f}s in all on fal"
 
 
 def _raise_like_fal(response: Any) -> None:
@@ -378,7 +402,7 @@ async def again_on_5xx(call, attempts: int = RESULT_ATTEMPTS) -> Any:
             return await call()
         except (fal_client.FalClientHTTPError, ValueError) as exc:
             transient = not isinstance(exc, fal_client.FalClientHTTPError) or \
-                exc.status_code >= 500
+                (exc.status_code >= 500 and not is_start_timeout(exc))
             if not transient or attempt == attempts:
                 raise
         await asyncio.sleep(delay)

@@ -36,6 +36,7 @@ from ..errors import translate
 from ..settings import FalSettings
 from .plan import WorkItem
 from .queue import ItemFailed
+from .submit import AccountRefused, lost_answers_phrase
 
 DOWNLOAD_ATTEMPTS = 4
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
@@ -362,13 +363,24 @@ async def assemble(items: list[WorkItem], settings: FalSettings,
     failed = [i for i in items if i.error is not None or i.result is None]
     if failed:
         first = failed[0]
-        cause = (str(first.error) if isinstance(first.error, ItemFailed)
-                 else translate(first.error, settings.key.label)
-                 if first.error is not None else "no result arrived")
+        error = first.error.refusal if isinstance(first.error, AccountRefused) else first.error
+        cause = (str(error) if isinstance(error, ItemFailed)
+                 else translate(error, settings.key.label)
+                 if error is not None else "no result arrived")
         which = items_phrase([i.index for i in failed], total)
         kept = total - len(failed)
-        tail = (f" ({kept} of {total} arrived and are kept, so a rerun with the same inputs "
-                f"only pays for the failed ones)") if kept else ""
+        tails = []
+        unsent = sum(1 for i in failed if isinstance(i.error, AccountRefused))
+        if unsent:
+            tails.append(f"{unsent} of them {'was' if unsent == 1 else 'were'} not sent, as fal "
+                         f"would refuse {'it' if unsent == 1 else 'them'} the same way")
+        lost = sum(i.lost_submits for i in items)
+        if lost:
+            tails.append(lost_answers_phrase(lost))
+        if kept:
+            tails.append(f"{kept} of {total} arrived and are kept, so a rerun with the same "
+                         f"inputs only pays for the failed ones")
+        tail = f" ({', '.join(tails)})" if tails else ""
         raise fail(f"{which} failed — {cause}{tail}")
 
     chosen: list[tuple[ItemResult, int]] = []
