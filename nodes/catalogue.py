@@ -398,7 +398,7 @@ def _socket_order(item: dict[str, Any], paths: list[str]) -> list[str]:
 def endpoint_for(endpoint_id: str):
     """The runtime's description of a catalogue endpoint (the same `Endpoint` the ten
     curated nodes are made of): where images go, where results are, NSFW flags."""
-    from .spec import CHOICE_COUNTS, RESULT_COUNT_FIELDS, Endpoint, ImageSlot, image_count
+    from .spec import CHOICE_COUNTS, RESULT_COUNT_FIELDS, Endpoint, ImageSlot
 
     item = entry(endpoint_id)
     if item is None:
