@@ -353,6 +353,12 @@ class PriceBook:
             self._prices[endpoint_id] = found[0]
         return found[0]
 
+    def not_listed(self) -> list[str]:
+        """Catalogue endpoints asked for this session that got no price (fal's list lacks
+        them, or the call failed)."""
+        with self._lock:
+            return sorted(self._asked - set(self._prices))
+
     def clear(self) -> None:
         with self._lock:
             self._prices.clear()
