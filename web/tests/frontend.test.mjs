@@ -136,17 +136,55 @@ test("removeProgressText drops ComfyUI's progress text widget only", () => {
   assert.equal(fe.removeProgressText(node), false);
 });
 
-test("shownSize: Nodes 2.0 measures the node's element; classic uses node.size", () => {
-  const element = { getBoundingClientRect: () => ({ width: 800, height: 1000 }) };
+test("measuredBox: Nodes 2.0 measures the node's element; classic has none (pos and size are used)", () => {
+  const rect = { left: 300, top: 150, right: 1100, bottom: 1150, width: 800, height: 1000 };
+  const element = { getBoundingClientRect: () => rect, children: [] };
   const doc = fakeDoc();
   doc.elements['[data-node-id="7"]'] = element;
   let vue = true;
-  const app = { canvas: { ds: { scale: 2 } }, extensionManager: { setting: { get: () => vue } } };
+  const app = { canvas: { ds: { scale: 2, offset: [0, 0] }, canvas: { getBoundingClientRect: () => ({ left: 100, top: 50 }) } },
+    extensionManager: { setting: { get: () => vue } } };
   const fe = createFrontend({ app, doc });
   const node = { id: 7, size: [400, 300] };
-  assert.deepEqual(fe.shownSize(node), [400, 470]);   // 1000 / 2 minus the 30 px title
+  assert.deepEqual(fe.measuredBox(node), { id: 7, left: 100, right: 500, top: 50, bottom: 550 });
   vue = false;
-  assert.deepEqual(fe.shownSize(node), [400, 300]);
+  assert.equal(fe.measuredBox(node), null);
+});
+
+test("execution errors and refused prompts reach the callbacks", async () => {
+  const listeners = {};
+  const refusal = Object.assign(new Error("Prompt execution failed"),
+    { response: { node_errors: { 5: { errors: [{ type: "custom_validation_failed" }] } } } });
+  let refuse = true;
+  const api = {
+    addEventListener: (type, fn) => ((listeners[type] ??= []).push(fn)),
+    async queuePrompt(number) {
+      if (refuse) throw refusal;
+      return { prompt_id: "p", number };
+    },
+  };
+  const fe = createFrontend({ app: {}, api });
+  const failures = [];
+  fe.onExecutionError((id, sentence) => failures.push([id, sentence]));
+  listeners.execution_error[0]({ detail: { node_id: 12, exception_message: "fal Sharpen: no key. " } });
+  listeners.execution_error[0]({ detail: { exception_message: "no node" } });
+  assert.deepEqual(failures, [["12", "fal Sharpen: no key."]]);
+  const checked = [];
+  assert.equal(fe.onPromptChecked((errors) => checked.push(Object.keys(errors))), true);
+  await assert.rejects(api.queuePrompt(0), refusal);      // the front end still gets the refusal
+  refuse = false;
+  assert.deepEqual(await api.queuePrompt(1), { prompt_id: "p", number: 1 });
+  assert.deepEqual(checked, [["5"], []]);
+});
+
+test("refreshBadges gives the node a new badges array (Nodes 2.0 re-reads it then)", () => {
+  const fe = createFrontend({ app: {} });
+  const make = () => ({ text: "x" });
+  const node = { badges: [make] };
+  const before = node.badges;
+  fe.refreshBadges(node);
+  assert.notEqual(node.badges, before);
+  assert.deepEqual(node.badges, [make]);
 });
 
 test("badges: added where the front end has node.badges, skipped where it has none", () => {
