@@ -90,10 +90,7 @@ export function createPriceBadges({ frontend, routes }) {
 
   /** Every fal node's chip is shown again (Nodes 2.0 does not redraw chips by itself). */
   function refreshAll() {
-    for (const graph of frontend.graphs()) {
-      for (const node of frontend.nodesOf(graph)) if (node.falEndpoint) frontend.refreshBadges(node);
-    }
-    frontend.redraw();
+    frontend.refreshBadges();
   }
 
   async function load() {
@@ -116,7 +113,19 @@ export function createPriceBadges({ frontend, routes }) {
 
   /** One chip on a new fal node: "≈ $0.08" before a run, "≈ $0.08 · last $0.05" after one. */
   function addPriceBadge(node) {
-    frontend.addBadge(node, () => badgeFor(node));
+    frontend.addBadge(node, () => {
+      frontend.badgeVersion();   // Nodes 2.0: its chip is computed again when this changes
+      return badgeFor(node);
+    });
+    // The price rules read the widgets (num_images, style, arguments): follow their edits.
+    for (const widget of node.widgets ?? []) {
+      const callback = widget.callback;
+      widget.callback = function (...args) {
+        const result = callback?.apply(this, args);
+        frontend.refreshBadges(node);
+        return result;
+      };
+    }
   }
 
   /** After a run: the real number of requests and its cost (cached requests: $0). */

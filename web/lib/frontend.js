@@ -370,12 +370,22 @@ export function createFrontend({ app, api, doc = globalThis.document, win = glob
     },
 
     /**
-     * Show a node's badges again after what they read changed. The classic canvas draws
-     * them every frame; Nodes 2.0 reads them into its chips when the node mounts and again
-     * when node.badges is replaced, so a new array is set.
+     * Read by the badge functions: Nodes 2.0 computes a node's chips from node.badges in a
+     * Vue computed that only runs again when a reactive value it read changes. The
+     * extension manager is a Pinia store (reactive), so a number kept on it is one.
+     */
+    badgeVersion() {
+      return manager()?.falBadgeVersion ?? 0;
+    },
+
+    /**
+     * Show the badges again after what they read changed (prices arrived, a run ended).
+     * The classic canvas draws them every frame; Nodes 2.0 recomputes its chips when the
+     * version read in badgeVersion changes (a new badges array alone does not do it).
      */
     refreshBadges(node) {
-      if (Array.isArray(node?.badges)) node.badges = [...node.badges];
+      const store = manager();
+      if (store) store.falBadgeVersion = (store.falBadgeVersion ?? 0) + 1;
       frontend.redraw(node);
     },
 

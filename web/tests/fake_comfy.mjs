@@ -61,6 +61,7 @@ export function makeApp(nodes, { vue = false } = {}) {
   return {
     graph,
     canvas: { setDirty() {} },
+    // A Pinia store in the front end: the badge version is kept on it.
     extensionManager: { setting: { get: (id) => (id === "Comfy.VueNodes.Enabled" ? vue : undefined) } },
   };
 }

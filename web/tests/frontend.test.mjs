@@ -177,52 +177,13 @@ test("execution errors and refused prompts reach the callbacks", async () => {
   assert.deepEqual(checked, [["5"], []]);
 });
 
-test("refreshBadges gives the node a new badges array (Nodes 2.0 re-reads it then)", () => {
-  const fe = createFrontend({ app: {} });
-  const make = () => ({ text: "x" });
-  const node = { badges: [make] };
-  const before = node.badges;
-  fe.refreshBadges(node);
-  assert.notEqual(node.badges, before);
-  assert.deepEqual(node.badges, [make]);
-});
-
-test("badges: added where the front end has node.badges, skipped where it has none", () => {
-  const fe = createFrontend({ app: {} });
-  const node = { badges: [] };
-  assert.equal(fe.addBadge(node, () => ({ text: "x" })), true);
-  assert.equal(node.badges.length, 1);
-  assert.equal(fe.addBadge({}, () => ({})), false);
-});
-
-test("progress text and executing events reach the callbacks with string node ids", () => {
-  const listeners = {};
-  const api = { addEventListener: (name, fn) => { listeners[name] = fn; } };
-  const fe = createFrontend({ app: {}, api });
-  const got = [];
-  fe.onProgressText((id, text) => got.push([id, text]));
-  fe.onExecuting((id) => got.push(["executing", id]));
-  listeners.progress_text({ detail: { nodeId: 12, text: "0/1 done" } });
-  listeners.executing({ detail: 5 });
-  listeners.executing({ detail: { node: "7" } });
-  listeners.executing({ detail: null });
-  assert.deepEqual(got, [["12", "0/1 done"], ["executing", "5"], ["executing", "7"], ["executing", null]]);
-});
-
-test("onExecuted returns what removes the listener", () => {
-  const listeners = new Set();
-  const api = { addEventListener: (n, fn) => listeners.add(fn), removeEventListener: (n, fn) => listeners.delete(fn) };
-  const stop = createFrontend({ app: {}, api }).onExecuted(() => {});
-  assert.equal(listeners.size, 1);
-  stop();
-  assert.equal(listeners.size, 0);
-});
-
-test("refreshNodeDef registers the server's current definition", async () => {
-  const registered = [];
-  const app = { registerNodeDef: async (type, def) => registered.push([type, def.input.required.key_name[0]]) };
-  const api = { fetchApi: async (path) => ({ json: async () => ({ FalKey: { input: { required: { key_name: [["a", "b"]] } } } }) }) };
-  assert.equal(await createFrontend({ app, api }).refreshNodeDef("FalKey"), true);
-  assert.deepEqual(registered, [["FalKey", ["a", "b"]]]);
-  assert.equal(await createFrontend({ app: {}, api }).refreshNodeDef("FalKey"), false);
+test("refreshBadges bumps the version the badge functions read (Nodes 2.0 recomputes its chips on it)", () => {
+  const store = {};
+  const fe = createFrontend({ app: { extensionManager: store } });
+  assert.equal(fe.badgeVersion(), 0);
+  fe.refreshBadges({});
+  fe.refreshBadges();
+  assert.equal(fe.badgeVersion(), 2);
+  assert.equal(store.falBadgeVersion, 2);
+  assert.equal(createFrontend({ app: {} }).badgeVersion(), 0);   // no store: nothing to bump
 });

@@ -99,19 +99,23 @@ test("swatches follow the colours text; a click removes one", () => {
   assert.equal(swatches().length, 2);
 });
 
-test("badges: one chip per fal node from /fal/prices; Nodes 2.0 gets new badges when prices arrive", async () => {
-  const sharpen = makeNode(1, { type: "FalSharpen" });
+test("item 3: one chip per fal node from /fal/prices; Nodes 2.0 is told to recompute when prices arrive", async () => {
+  const sharpen = makeNode(1, { type: "FalSharpen", widgets: [{ name: "sharpen_radius", value: 1 }] });
   sharpen.falEndpoint = true;
   const prices = { prices: { "fal-ai/post-processing/sharpen": { unit_price: 0.002, unit: "image", source: "fal" } },
     nodes: { FalSharpen: { endpoint_id: "fal-ai/post-processing/sharpen", multi: false } }, can_ask_fal: true, not_listed: [] };
   const { frontend, routes } = setUp({ "/prices": prices }, [sharpen]);
   const badges = createPriceBadges({ frontend, routes });
   badges.addPriceBadge(sharpen);
-  const first = sharpen.badges;
   assert.equal(sharpen.badges[0]().text, "");                  // no prices yet: nothing shown
+  const before = frontend.badgeVersion();
   await badges.load();
-  assert.notEqual(sharpen.badges, first);                      // replaced: the Vue chip row reads it again
+  // After a page reload the chips were computed before the prices came, and never again.
+  assert.ok(frontend.badgeVersion() > before);
   assert.equal(sharpen.badges[0]().text, "≈ $0.002");
+  const edited = frontend.badgeVersion();
+  sharpen.widgets[0].callback(2);                              // the Vue edit path calls only this
+  assert.ok(frontend.badgeVersion() > edited);
   badges.noteRun(sharpen, { fal_items: [2], fal_cost: [0.004], fal_cached: [0], fal_request_ids: ["a", "b"] });
   assert.equal(sharpen.badges[0]().text, "≈ $0.004 · last $0.004");
 });
