@@ -9,7 +9,9 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { createLayout } from "./layout.js";
 import { createFrontend } from "./lib/frontend.js";
-import { FORM_EMPTY_PX, FORM_NOTE_LINE_PX, FORM_ROW_PX, FORM_TEXTAREA_PX, formHeight } from "./lib/layout.js";
+import {
+  FORM_EMPTY_PX, FORM_GAP_PX, FORM_NOTE_LINE_PX, FORM_PADDING_PX, FORM_ROW_PX, FORM_TEXTAREA_PX, formHeight,
+} from "./lib/layout.js";
 import {
   describeFields, displayValue, parseControl, readArguments, unknownFields, writeArgument,
 } from "./lib/schema_form.js";
@@ -23,7 +25,7 @@ const NODE = "FalImageEndpoint";
 const schemas = new Map();   // endpoint id -> Promise of the catalogue entry
 
 const STYLE = `
-.fal-form { display: flex; flex-direction: column; gap: 4px; font-size: 12px; padding: 2px 4px;
+.fal-form { display: flex; flex-direction: column; gap: ${FORM_GAP_PX}px; font-size: 12px; padding: ${FORM_PADDING_PX / 2}px 4px;
   overflow-y: auto; box-sizing: border-box; }
 .fal-form-row { display: grid; grid-template-columns: minmax(90px, 38%) 1fr; gap: 6px; align-items: center;
   height: ${FORM_ROW_PX}px; flex-shrink: 0; }
@@ -40,7 +42,7 @@ const STYLE = `
 .fal-form .fal-bad { border-color: #c04040; }
 .fal-form-note { opacity: .75; font-style: italic; line-height: ${FORM_NOTE_LINE_PX}px; flex-shrink: 0; }
 .fal-form-error { color: #e07070; line-height: ${FORM_NOTE_LINE_PX}px; flex-shrink: 0; }
-.fal-form-image { opacity: .7; }
+.fal-form-image { opacity: .7; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 `;
 
 function schemaFor(endpointId) {

@@ -22,7 +22,7 @@ export const FORM_ROW_PX = 22;          // an input, select or checkbox row
 export const FORM_TEXTAREA_PX = 40;     // a prompt-like text (two lines)
 export const FORM_NOTE_LINE_PX = 16;    // one line of a note or error
 export const FORM_GAP_PX = 4;
-const FORM_PADDING_PX = 4;
+export const FORM_PADDING_PX = 8;         // 4 px above and below the rows
 const FORM_NOTE_CHARS_PER_LINE = 48;
 /** A form taller than this scrolls inside the node (an endpoint with dozens of fields). */
 export const FORM_MAX_PX = 520;

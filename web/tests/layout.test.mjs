@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import {
-  BADGE_ROW_PX, cascadeMoves, classicBox, FORM_EMPTY_PX, FORM_GAP_PX, FORM_MAX_PX, FORM_ROW_PX, FORM_TEXTAREA_PX,
+  BADGE_ROW_PX, cascadeMoves, classicBox, FORM_EMPTY_PX, FORM_GAP_PX, FORM_MAX_PX, FORM_PADDING_PX, FORM_ROW_PX, FORM_TEXTAREA_PX,
   formHeight, GAP_PX, RESULT_MAX_ROWS, RESULT_ROW_PX, resultPanelHeight, wrappedHeight,
 } from "../lib/layout.js";
 import { CHIP_MAX_CHARS, priceChip, shortLastRun, shortPrice, unknownReason } from "../lib/badges.js";
@@ -75,12 +75,12 @@ const entry = (id) => ({ id, ...catalogue.endpoints[id] });
 test("item 2: fal Image Endpoint's form is as tall as its rows (it was one 40 px row)", () => {
   const fields = describeFields(entry("fal-ai/bytedance/seedream/v4.5/edit"));
   const tall = fields.filter((f) => f.control === "textarea").length;
-  const expected = 4 + FORM_GAP_PX * (fields.length - 1) + tall * FORM_TEXTAREA_PX + (fields.length - tall) * FORM_ROW_PX;
+  const expected = FORM_PADDING_PX + FORM_GAP_PX * (fields.length - 1) + tall * FORM_TEXTAREA_PX + (fields.length - tall) * FORM_ROW_PX;
   assert.ok(fields.length >= 5);
   assert.equal(formHeight(fields), expected);
   assert.ok(formHeight(fields) > 150, String(formHeight(fields)));
   // Notes above the rows count their wrapped lines.
-  assert.equal(formHeight([{ note: "x".repeat(100) }]), 4 + 3 * 16);
+  assert.equal(formHeight([{ note: "x".repeat(100) }]), FORM_PADDING_PX + 3 * 16);
   assert.equal(formHeight([]), FORM_EMPTY_PX);
   // Dozens of fields scroll inside the node instead of making it a screen tall.
   assert.equal(formHeight(Array(60).fill({ control: "text" })), FORM_MAX_PX);
