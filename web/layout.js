@@ -1,7 +1,7 @@
 // Who moves when a fal node grows (a result or failure panel after a run, fal Image
 // Endpoint's form when an endpoint is picked), in the classic canvas and in Nodes 2.0.
 // The rules are lib/layout.js; this module measures the nodes and moves them.
-import { cascadeMoves, classicBox } from "./lib/layout.js";
+import { cascadeMoves, classicBox, groupGrowth } from "./lib/layout.js";
 
 export function createLayout(frontend) {
   /** Every node of `node`'s graph as drawn: measured in Nodes 2.0, from pos/size otherwise. */
@@ -10,16 +10,24 @@ export function createLayout(frontend) {
     return nodes.map((n) => frontend.measuredBox(n) ?? classicBox(n, { titleHeight }));
   }
 
-  /** Moves the nodes `node` now covers, and the ones they then cover, down its column. */
+  /** Moves the nodes `node` now covers, and the ones they then cover, down its column;
+   * their groups grow to keep them. */
   function makeRoom(node) {
-    const nodes = frontend.nodesOf(frontend.graphOf(node));
+    const graph = frontend.graphOf(node);
+    const nodes = frontend.nodesOf(graph);
     const all = boxes(nodes);
     const grown = all.find((b) => b.id === node.id);
     if (!grown) return [];
     const moves = cascadeMoves(grown, all);
+    const groups = frontend.groupsOf(graph);
+    const growth = groupGrowth(groups.map((g, i) => ({ id: i, ...frontend.groupBox(g) })), all, moves);
     for (const { id, dy } of moves) {
       const other = nodes.find((n) => n.id === id);
       other.pos = [other.pos[0], other.pos[1] + dy];
+    }
+    for (const { id, dh } of growth) {
+      const group = groups[id];
+      group.size = [group.size[0], group.size[1] + dh];
     }
     if (moves.length) {
       frontend.redraw();

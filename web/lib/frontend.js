@@ -267,6 +267,18 @@ export function createFrontend({ app, api, doc = globalThis.document, win = glob
       return true;
     },
 
+    /** The groups (coloured frames) of a graph. */
+    groupsOf(graph) {
+      return graph?._groups ?? graph?.groups ?? [];
+    },
+
+    /** A group's frame in graph units: {left, right, top, bottom} (its title included). */
+    groupBox(group) {
+      const [x, y] = group.pos;
+      const [w, h] = group.size;
+      return { left: x, right: x + w, top: y, bottom: y + h };
+    },
+
     /** The height of a node's title bar in the classic canvas, in graph units. */
     titleHeight() {
       return globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;

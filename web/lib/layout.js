@@ -50,7 +50,9 @@ export function formHeight(rows) {
 }
 
 /** Space between a grown node and a node it pushed down, in graph units. */
-export const GAP_PX = 16;
+export const GAP_PX = 24;
+/** Space a group keeps below the lowest node it holds. */
+export const GROUP_PADDING_PX = 12;
 /** Classic canvas: the badges row (node source, price) drawn above a node's title. */
 export const BADGE_ROW_PX = 22;
 
@@ -95,6 +97,29 @@ export function cascadeMoves(grown, boxes, { gap = GAP_PX } = {}) {
     }
   }
   return others.filter((b) => b.dy > 0).map(({ id, dy }) => ({ id, dy }));
+}
+
+const inside = (box, group) => box.left >= group.left && box.right <= group.right &&
+  box.top >= group.top && box.bottom <= group.bottom;
+
+/**
+ * A group that held a node before it moved grows to hold it after, so moving never takes a
+ * node out of its group (dragging the group would leave it behind).
+ * groups, boxes: {id, left, right, top, bottom} before the moves; moves: cascadeMoves(...).
+ * -> [{id, dh}] for the groups that grow.
+ */
+export function groupGrowth(groups, boxes, moves, { padding = GROUP_PADDING_PX } = {}) {
+  const dyOf = new Map(moves.map((m) => [m.id, m.dy]));
+  const out = [];
+  for (const group of groups) {
+    let bottom = group.bottom;
+    for (const box of boxes) {
+      const dy = dyOf.get(box.id);
+      if (dy && inside(box, group)) bottom = Math.max(bottom, box.bottom + dy + padding);
+    }
+    if (bottom > group.bottom) out.push({ id: group.id, dh: bottom - group.bottom });
+  }
+  return out;
 }
 
 // A failure sentence in the result panel: 11 px text on 16 px lines, wrapped.

@@ -50,6 +50,7 @@ export function makeApi(fetchRoute = () => ({ ok: true, status: 200, body: {} })
 export function makeApp(nodes, { vue = false } = {}) {
   const graph = {
     _nodes: nodes,
+    _groups: [],
     changes: 0,
     getNodeById: (id) => nodes.find((n) => String(n.id) === String(id)) ?? null,
     change() {

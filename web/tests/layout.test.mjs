@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import {
   BADGE_ROW_PX, cascadeMoves, classicBox, FORM_EMPTY_PX, FORM_GAP_PX, FORM_MAX_PX, FORM_PADDING_PX, FORM_ROW_PX, FORM_TEXTAREA_PX,
-  formHeight, GAP_PX, RESULT_MAX_ROWS, RESULT_ROW_PX, resultPanelHeight, wrappedHeight,
+  formHeight, GAP_PX, groupGrowth, GROUP_PADDING_PX, RESULT_MAX_ROWS, RESULT_ROW_PX, resultPanelHeight, wrappedHeight,
 } from "../lib/layout.js";
 import { CHIP_MAX_CHARS, priceChip, shortLastRun, shortPrice, unknownReason } from "../lib/badges.js";
 import { estimateRun } from "../lib/price.js";
@@ -61,6 +61,16 @@ test("nodes beside, above, or not covered stay where they are", () => {
   const farBelow = box(4, 400, 770, 300, 130);
   const sideBySide = box(5, 100, 110, 300, 630);      // left edge touches: no overlap
   assert.deepEqual(cascadeMoves(grown, [grown, beside, above, farBelow, sideBySide]), []);
+});
+
+test("a group grows to keep the nodes that moved inside it; others stay", () => {
+  const frame = { id: "g", left: 0, right: 400, top: -60, bottom: 820 };
+  const elsewhere = { id: "h", left: 500, right: 900, top: 0, bottom: 300 };
+  const settings = box("settings", 10, 500, 300, 300);      // inside the frame
+  const outside = box("out", 10, 900, 300, 50);            // below the frame
+  const growth = groupGrowth([frame, elsewhere], [settings, outside], [{ id: "settings", dy: 100 }, { id: "out", dy: 100 }]);
+  assert.deepEqual(growth, [{ id: "g", dh: 800 + 100 + GROUP_PADDING_PX - 820 }]);
+  assert.deepEqual(groupGrowth([frame], [settings], [{ id: "settings", dy: 5 }]), []);   // still fits
 });
 
 test("classic canvas: a node's box includes its title and the badge row above it", () => {

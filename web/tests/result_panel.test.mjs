@@ -14,9 +14,11 @@ function setUp() {
   const settings = makeNode(4, { type: "FalSettings", pos: [0, 200], size: [320, 200] });
   const key = makeNode(5, { type: "FalKey", pos: [0, 460], size: [320, 60] });
   const app = makeApp([sharpen, settings, key]);
+  // The template's purple frame around the three nodes.
+  app.graph._groups.push({ pos: [-10, -90], size: [340, 630] });
   const frontend = createFrontend({ app, api: makeApi() });
   const results = createResultPanel({ frontend, layout: createLayout(frontend) });
-  return { sharpen, settings, key, results };
+  return { sharpen, settings, key, results, group: app.graph._groups[0] };
 }
 
 const panelOf = (node) => node.widgets.find((w) => w.name === "fal_result");
@@ -40,7 +42,7 @@ test("item 5: a failure's sentence is in the node's body, and the node grows to 
 });
 
 test("item 1: after a run the node grows and every node below it moves, none on another", async () => {
-  const { sharpen, settings, key, results } = setUp();
+  const { sharpen, settings, key, results, group } = setUp();
   const output = { fal_urls: ["https://v3.fal.media/files/a.png", "https://v3.fal.media/files/b.png"],
     fal_request_ids: ["req-1", "req-2"], fal_status: ["done in 4.1s · 2 image(s)"] };
   results.showResult(sharpen, output);
@@ -52,6 +54,8 @@ test("item 1: after a run the node grows and every node below it moves, none on 
   assert.equal(overlaps(sharpen, settings), false);
   assert.equal(overlaps(settings, key), false);       // before: fal Key ended up under fal Settings
   assert.equal(settings.pos[1] - 52, sharpen.pos[1] + sharpen.size[1] + GAP_PX);
+  // fal Key stays inside its frame (the frame grew with it).
+  assert.ok(group.pos[1] + group.size[1] >= key.pos[1] + key.size[1]);
 });
 
 test("an output without results leaves the node as it was", () => {
