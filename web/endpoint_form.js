@@ -10,7 +10,8 @@ import { api } from "../../scripts/api.js";
 import { createLayout } from "./layout.js";
 import { createFrontend } from "./lib/frontend.js";
 import {
-  FORM_EMPTY_PX, FORM_GAP_PX, FORM_NOTE_LINE_PX, FORM_PADDING_PX, FORM_ROW_PX, FORM_TEXTAREA_PX, formHeight,
+  domWidgetHeight, FORM_EMPTY_PX, FORM_GAP_PX, FORM_NOTE_LINE_PX, FORM_PADDING_PX, FORM_ROW_PX, FORM_TEXTAREA_PX,
+  formHeight,
 } from "./lib/layout.js";
 import {
   describeFields, displayValue, parseControl, readArguments, unknownFields, writeArgument,
@@ -143,8 +144,8 @@ function addForm(node) {
   let height = FORM_EMPTY_PX;
   // Not in widgets_values: workflows load (and `arguments` works) without this extension.
   frontend.addDomWidget(node, "fal_form", "fal_form", box, {
-    getMinHeight: () => height,
-    getMaxHeight: () => height,
+    getMinHeight: () => domWidgetHeight(height),
+    getMaxHeight: () => domWidgetHeight(height),
   });
   let rendered = { endpoint: null, text: null };
   let writing = false;

@@ -7,7 +7,7 @@
 import { copyButton, el } from "./dom.js";
 import { failureLines } from "./lib/failure.js";
 import { resultView } from "./lib/format.js";
-import { RESULT_ROW_PX, resultPanelHeight, wrappedHeight } from "./lib/layout.js";
+import { domWidgetHeight, RESULT_ROW_PX, resultPanelHeight, wrappedHeight } from "./lib/layout.js";
 
 const PANEL_WIDGET = "fal_result";
 
@@ -28,7 +28,9 @@ export function createResultPanel({ frontend, layout }) {
     if (widget) return widget;
     const box = el("div", { class: "fal-result" });
     box.falHeight = 0;
-    const height = () => box.falHeight;
+    // The element is falHeight tall; the widget adds the front end's margin around it (the
+    // last row sat on the node's bottom edge, under the next node's badges, without it).
+    const height = () => domWidgetHeight(box.falHeight);
     widget = frontend.addDomWidget(node, PANEL_WIDGET, PANEL_WIDGET, box, {
       getMinHeight: height,
       getMaxHeight: height,

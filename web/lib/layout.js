@@ -16,6 +16,16 @@ export function resultPanelHeight(rows) {
   return Math.min(n, RESULT_MAX_ROWS) * RESULT_ROW_PX + RESULT_PADDING_PX;
 }
 
+/** The margin the front end keeps around a DOM widget's element, above and below (both
+ * 1.27 and 1.58: DEFAULT_MARGIN 10); the element gets the widget's height minus twice it. */
+export const DOM_WIDGET_MARGIN_PX = 10;
+
+/** The height a DOM widget asks for so its element is `contentPx` tall (0 stays 0). */
+export function domWidgetHeight(contentPx) {
+  const content = Math.max(0, Number(contentPx) || 0);
+  return content ? content + 2 * DOM_WIDGET_MARGIN_PX : 0;
+}
+
 // fal Image Endpoint's form (web/endpoint_form.js sets these heights in its CSS, so the
 // estimate is the height the browser gives it, in both canvases).
 export const FORM_ROW_PX = 22;          // an input, select or checkbox row

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import {
-  BADGE_ROW_PX, cascadeMoves, classicBox, FORM_EMPTY_PX, FORM_GAP_PX, FORM_MAX_PX, FORM_PADDING_PX, FORM_ROW_PX, FORM_TEXTAREA_PX,
+  BADGE_ROW_PX, cascadeMoves, classicBox, DOM_WIDGET_MARGIN_PX, domWidgetHeight, FORM_EMPTY_PX, FORM_GAP_PX, FORM_MAX_PX, FORM_PADDING_PX, FORM_ROW_PX, FORM_TEXTAREA_PX,
   formHeight, GAP_PX, groupGrowth, GROUP_PADDING_PX, RESULT_MAX_ROWS, RESULT_ROW_PX, resultPanelHeight, wrappedHeight,
 } from "../lib/layout.js";
 import { CHIP_MAX_CHARS, priceChip, shortLastRun, shortPrice, unknownReason } from "../lib/badges.js";
@@ -144,6 +144,14 @@ test("Nodes 2.0: the boxes are measured from the nodes' elements (chips included
   const moves = createLayout(fe).makeRoom(grown);
   assert.deepEqual(moves, [{ id: 2, dy: 320 + GAP_PX - 170 }]);
   assert.equal(below.pos[1], 200 + 320 + GAP_PX - 170);
+});
+
+test("a DOM widget asks for its content plus the front end's margin above and below", () => {
+  // 1.27 and 1.58 give the element the widget's height minus 2 x 10 px: the result panel's
+  // last row and the form's last field sat 20 px past the node's bottom edge.
+  assert.equal(DOM_WIDGET_MARGIN_PX, 10);
+  assert.equal(domWidgetHeight(72), 92);
+  assert.equal(domWidgetHeight(0), 0);
 });
 
 test("a failure sentence's height follows its wrapped lines", () => {
