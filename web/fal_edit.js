@@ -16,7 +16,6 @@ import { addStyle, SHARED_STYLE } from "./dom.js";
 import { keyPanel, KEYS_STYLE } from "./keys.js";
 import { createLayout } from "./layout.js";
 import { createFrontend } from "./lib/frontend.js";
-import { nodeErrorSentences } from "./lib/failure.js";
 import { createResultPanel, RESULT_STYLE } from "./result_panel.js";
 import { createRoutes } from "./routes.js";
 import { SERVER_STYLE, serverSettingsPanel } from "./server_settings.js";
@@ -58,17 +57,9 @@ function extendMethod(proto, name, extra, failure) {
   };
 }
 
-/** ComfyUI refused a prompt (fn got its node_errors) or accepted one (fn got {}). */
-function showPromptErrors(nodeErrors) {
-  for (const graph of frontend.graphs()) {
-    for (const node of frontend.nodesOf(graph)) {
-      if (!node.falPack) continue;
-      const sentences = nodeErrorSentences(nodeErrors[String(node.id)]);
-      if (sentences.length) results.showFailure(node, sentences);
-      else if (node.falFailed) results.clear(node);
-      node.falFailed = sentences.length > 0;
-    }
-  }
+/** The pack's nodes of every graph (their failures show in their body). */
+function packNodes() {
+  return frontend.graphs().flatMap((graph) => frontend.nodesOf(graph)).filter((node) => node.falPack);
 }
 
 frontend.registerExtension({
@@ -134,8 +125,7 @@ frontend.registerExtension({
       if (id === null) return;
       const node = frontend.getNodeById(id);
       if (!node?.falPack) return;
-      results.clear(node);
-      node.falFailed = false;
+      results.startRun(node);
       layout.rememberBase(node);
     });
     // ComfyUI adds its progress text to the node: grow it so the other widgets keep their
@@ -148,9 +138,9 @@ frontend.registerExtension({
     frontend.onExecutionError((id, sentence) => {
       const node = frontend.getNodeById(id);
       if (!node?.falPack || !sentence) return;
-      node.falFailed = results.showFailure(node, [sentence]);
+      results.showRunFailure(node, sentence);
     });
-    frontend.onPromptChecked(showPromptErrors);
+    frontend.onPromptChecked((nodeErrors) => results.showPromptErrors(packNodes(), nodeErrors));
     badges.load();
     // endpoint_form.js: fal Image Endpoint's endpoint changed and its price was asked for.
     window.addEventListener("fal:prices-changed", () => badges.load());

@@ -5,7 +5,7 @@
 // The sentence is shown in the node in every front end: 1.58 puts it only behind
 // "View details", 1.27 in a dialog.
 import { copyButton, el } from "./dom.js";
-import { failureLines } from "./lib/failure.js";
+import { failureLines, nodeErrorSentences } from "./lib/failure.js";
 import { resultView } from "./lib/format.js";
 import { domWidgetHeight, RESULT_ROW_PX, resultPanelHeight, wrappedHeight } from "./lib/layout.js";
 
@@ -90,5 +90,34 @@ export function createResultPanel({ frontend, layout }) {
     widget.falBox.style.height = "0px";
   }
 
-  return { showResult, showFailure, clear };
+  /** A node starts running: its last result or failure goes. */
+  function startRun(node) {
+    clear(node);
+    node.falFailed = null;
+  }
+
+  /** The node failed while running (the execution_error's sentence). */
+  function showRunFailure(node, sentence) {
+    if (showFailure(node, [sentence])) node.falFailed = "run";
+  }
+
+  /**
+   * ComfyUI refused a prompt (its node_errors) or accepted one ({}), for the pack's `nodes`.
+   * A refusal's sentences replace the last refusal's; a failure while running stays until
+   * the node runs again (the answer to an accepted prompt can arrive after its first node
+   * already failed).
+   */
+  function showPromptErrors(nodes, nodeErrors) {
+    for (const node of nodes) {
+      const sentences = nodeErrorSentences(nodeErrors?.[String(node.id)]);
+      if (sentences.length) {
+        if (showFailure(node, sentences)) node.falFailed = "refused";
+      } else if (node.falFailed === "refused") {
+        clear(node);
+        node.falFailed = null;
+      }
+    }
+  }
+
+  return { showResult, showFailure, clear, startRun, showRunFailure, showPromptErrors };
 }

@@ -65,3 +65,19 @@ test("an output without results leaves the node as it was", () => {
   assert.equal(results.showFailure(sharpen, ["", null]), false);
   assert.equal(panelOf(sharpen), undefined);
 });
+
+test("item 5: a refusal shows until the next prompt is accepted; a run failure until the node runs again", () => {
+  const { sharpen, key, results } = setUp();
+  const text = (node) => panelOf(node)?.element.textContent ?? "";
+  const refusal = { [key.id]: { errors: [{ type: "custom_validation_failed", details: "key_name - this workflow uses a fal key named 'work'",
+    extra_info: { input_name: "key_name" } }] } };
+  results.showPromptErrors([sharpen, key], refusal);
+  assert.equal(text(key), "This workflow uses a fal key named 'work'.");
+  // The next prompt: sharpen fails at once, and ComfyUI's "accepted" answer arrives after it.
+  results.showRunFailure(sharpen, "fal Sharpen: fal rejected the key (401); pick another key.");
+  results.showPromptErrors([sharpen, key], {});
+  assert.equal(text(key), "");                                         // the old refusal is gone
+  assert.equal(text(sharpen), "fal Sharpen: fal rejected the key (401); pick another key.");   // kept
+  results.startRun(sharpen);
+  assert.equal(text(sharpen), "");
+});
