@@ -75,6 +75,7 @@ export function createPriceBadges({ frontend, routes }) {
       // (fal Image Endpoint: the fields of its `arguments` JSON.)
       inputs: info.inputs ?? Object.fromEntries((node.widgets ?? []).map((w) => [w.name, w.value])),
       megapixels: last?.megapixels ?? null,
+      learned: info.learned,   // what fal billed for these inputs (per-second and vague units)
     }, info.endpointId];
   }
 
@@ -132,6 +133,8 @@ export function createPriceBadges({ frontend, routes }) {
   function noteRun(node, output) {
     const last = lastRunFromOutput(output, { numImages: widgetValue(node, "num_images") ?? 1 });
     if (last) node.falLastRun = last;
+    // fal's bill teaches the server what a per-second (or vague) unit costs: fetch it.
+    if (last?.billed !== null && last?.billed !== undefined) load();
     frontend.refreshBadges(node);
   }
 

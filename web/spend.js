@@ -4,7 +4,7 @@ import { copyButton, el } from "./dom.js";
 import { priceSourceLine, spendView } from "./lib/price.js";
 
 export const SPEND_STYLE = `
-.fal-spend { display: flex; flex-direction: column; gap: 8px; width: min(760px, 80vw); font-size: 13px; }
+.fal-spend { display: flex; flex-direction: column; gap: 8px; width: min(900px, 90vw); font-size: 13px; }
 .fal-spend-head { display: flex; align-items: center; gap: 8px; }
 .fal-spend-head h3 { margin: 0; font-size: 15px; flex: 1; }
 .fal-spend-table { max-height: 50vh; overflow: auto; border-radius: 6px; background: var(--comfy-input-bg, #222); }
@@ -40,20 +40,23 @@ export function spendPanel({ frontend, routes, prices = () => null, onClose, com
       const body = await routes.route("/spend");
       const view = spendView(body);
       report = body.report ?? "";
-      const rows = view.rows.map((r) => el("tr", { class: r.state === "billed" ? "" : "fal-spend-cached" },
+      // r.cached and r.billed: lib/price.js spendView (issue 20's ledger: fal's own bill).
+      const rows = view.rows.map((r) => el("tr", { class: (r.cached ?? r.state !== "billed") ? "fal-spend-cached" : "" },
         el("td", {}, r.time), el("td", { title: r.endpoint }, r.title),
         el("td", { class: "fal-result-id fal-spend-id" }, r.requestId || "—"), el("td", {}, r.state),
-        el("td", { class: "fal-usd" }, r.usd)));
+        el("td", { class: "fal-usd" }, r.usd), el("td", { class: "fal-usd" }, r.billed ?? "")));
       table.replaceChildren(...(rows.length ? [el("table", {},
         el("tr", {}, el("th", {}, "time"), el("th", {}, "node"), el("th", { class: "fal-spend-id" }, "fal request id"),
-          el("th", {}, ""), el("th", { class: "fal-usd" }, "estimate")), ...rows)] : []));
+          el("th", {}, ""), el("th", { class: "fal-usd" }, "estimate"), el("th", { class: "fal-usd" }, "billed by fal")),
+        ...rows)] : []));
       total.textContent = view.totalLine;
       message.textContent = "";
     } catch (error) {
       message.className = "fal-keys-msg fal-bad";
       message.textContent = error.message;
     }
-    source.textContent = `${priceSourceLine(prices())} Your fal dashboard shows what fal billed.`;
+    source.textContent = `${priceSourceLine(prices())} "billed by fal" is fal's bill for a request ` +
+      "(its billable units × the unit price); \"estimate\" where fal sent none.";
   }
 
   const refreshButton = el("button", { class: "fal-mini", type: "button" }, "Refresh");

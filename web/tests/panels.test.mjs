@@ -57,8 +57,10 @@ test("spend: one row per call, the total, and the price source", async () => {
   ], total: 0.002, billed: 1, cached: 1, report: "2 calls" } });
   const panel = spendPanel({ frontend, routes, prices: () => null });
   await settle();
-  const cells = panel.querySelectorAll("tr").slice(1).map((tr) => tr.querySelectorAll("td").map((td) => td.textContent).slice(1));
-  assert.deepEqual(cells, [["fal Sharpen", "req-1", "billed", "$0.002"], ["fal Sharpen", "—", "cached (no charge)", "$0"]]);
+  const cells = panel.querySelectorAll("tr").slice(1).map((tr) => tr.querySelectorAll("td").map((td) => td.textContent).slice(1, 5));
+  assert.deepEqual(cells.map((c) => [c[0], c[1], c[3]]), [["fal Sharpen", "req-1", "$0.002"], ["fal Sharpen", "—", "$0"]]);
+  assert.deepEqual(panel.querySelectorAll("tr").map((tr) => tr.className), ["", "", "fal-spend-cached"]);
+  assert.equal(panel.querySelectorAll("th").at(-1).textContent, "billed by fal");
   assert.match(panel.querySelector(".fal-spend-total").textContent, /≈ \$0.002 this session · 1 billed call, 1 from cache/);
   const overlay = openSpendDialog({ frontend, routes });
   assert.ok(overlay.isConnected);
