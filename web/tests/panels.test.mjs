@@ -11,6 +11,7 @@ import { serverSettingsPanel } from "../server_settings.js";
 import { addSwatches } from "../swatches.js";
 import { createPriceBadges } from "../badges.js";
 import { inForceLines } from "../lib/server_settings.js";
+import { spendView } from "../lib/price.js";
 
 /** routes answered by `answers[path]` (a value or a function of the request body). */
 function setUp(answers, nodes = []) {
@@ -51,17 +52,20 @@ test("keys: saved keys by name and last four, the env key, and adding one update
 });
 
 test("spend: one row per call, the total, and the price source", async () => {
-  const { frontend, routes } = setUp({ "/spend": { entries: [
+  const spend = { entries: [
     { at: 0, endpoint: "fal-ai/post-processing/sharpen", title: "fal Sharpen", request_id: "req-1", cached: false, estimated_usd: 0.002 },
     { at: 0, endpoint: "fal-ai/post-processing/sharpen", title: "fal Sharpen", request_id: "", cached: true, estimated_usd: 0 },
-  ], total: 0.002, billed: 1, cached: 1, report: "2 calls" } });
+  ], total: 0.002, billed: 1, cached: 1, report: "2 calls" };
+  const { frontend, routes } = setUp({ "/spend": spend });
   const panel = spendPanel({ frontend, routes, prices: () => null });
   await settle();
   const cells = panel.querySelectorAll("tr").slice(1).map((tr) => tr.querySelectorAll("td").map((td) => td.textContent).slice(1, 5));
   assert.deepEqual(cells.map((c) => [c[0], c[1], c[3]]), [["fal Sharpen", "req-1", "$0.002"], ["fal Sharpen", "—", "$0"]]);
   assert.deepEqual(panel.querySelectorAll("tr").map((tr) => tr.className), ["", "", "fal-spend-cached"]);
   assert.equal(panel.querySelectorAll("th").at(-1).textContent, "billed by fal");
-  assert.match(panel.querySelector(".fal-spend-total").textContent, /≈ \$0.002 this session · 1 billed call, 1 from cache/);
+  // The total line is lib/price.js spendView's (its wording is the ledger's, issue 20).
+  assert.equal(panel.querySelector(".fal-spend-total").textContent, spendView(spend).totalLine);
+  assert.match(spendView(spend).totalLine, /\$0\.002 this session/);
   const overlay = openSpendDialog({ frontend, routes });
   assert.ok(overlay.isConnected);
   overlay.querySelectorAll("button").find((b) => b.textContent === "Close").click();
