@@ -191,16 +191,22 @@ def _env(name: str) -> str:
     return normalize(os.environ.get(name, ""))
 
 
-def owner_default() -> Destination:
-    """Where runs go when the workflow names no server: the owner's choice, else fal."""
+def owner_choice() -> tuple[Destination, str]:
+    """Where runs go when the workflow names no server, and where that choice comes from:
+    the environment variable's name, "proxy_url" (saved in Settings → fal), or "" (fal)."""
     from . import server_settings
     if proxy := _env(ENV_PROXY_URL):
-        return Destination("proxy", proxy)
+        return Destination("proxy", proxy), ENV_PROXY_URL
     if base := _env(ENV_BASE_URL):
-        return Destination("server", base)
+        return Destination("server", base), ENV_BASE_URL
     if proxy := normalize(server_settings.load().get("proxy_url", "")):
-        return Destination("proxy", proxy)
-    return FAL
+        return Destination("proxy", proxy), "proxy_url"
+    return FAL, ""
+
+
+def owner_default() -> Destination:
+    """Where runs go when the workflow names no server: the owner's choice, else fal."""
+    return owner_choice()[0]
 
 
 def resolve(workflow_url: str = "") -> Destination:

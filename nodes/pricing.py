@@ -452,6 +452,13 @@ class PriceBook:
             self._prices.setdefault(server, {})[endpoint_id] = found[0]
         return found[0]
 
+    def not_listed(self) -> list[str]:
+        """Catalogue endpoints asked for this session that got no price (fal's list lacks
+        them, or the call failed)."""
+        with self._lock:
+            return sorted({endpoint for server, endpoint in self._asked
+                           if endpoint not in self._prices.get(server, {})})
+
     def clear(self) -> None:
         with self._lock:
             self._prices.clear()

@@ -11,13 +11,14 @@ logs a key.
     POST   /fal/keys/test         {"name"}  -> {"name", "result", "message"}
                                   result: "valid" | "rejected" | "unreachable"
     GET    /fal/prices            -> {"prices": {endpoint_id: {unit_price, unit, source}},
-                                      "fresh", "fallback_date", "refreshing", "nodes"}
+                                      "fresh", "fallback_date", "refreshing", "nodes",
+                                      "can_ask_fal", "not_listed": [endpoint_id, ...]}
     GET    /fal/spend             -> {"entries": [...], "total", "billed_total", "estimated_total",
                                       "billed", "with_bill", "cached", "report"}; an entry has
                                       estimated_usd and billed_usd (None until fal's bill)
     GET    /fal/server-settings   -> {"allowed_servers": [url, ...], "proxy_url",
                                       "max_usd_per_prompt", "max_usd_per_day", "cache_max_gb",
-                                      "spent_today"}
+                                      "spent_today", "in_force": {"kind", "url", "from"}}
     POST   /fal/server-settings   {some of those fields} -> the same object, or
                                   400 {"error": one sentence} (nothing saved)
     GET    /fal/catalogue/{id}    -> one catalogue endpoint: {"id", "title", "input", "output",
@@ -327,6 +328,7 @@ def _prices_answer() -> dict[str, Any]:
     worker thread)."""
     from .endpoints import ENDPOINTS
     fresh = pricing.prices.fresh()
+    caller = price_caller()
     return {
         "prices": pricing.prices.table(),
         # What fal last billed for one request of an endpoint with given inputs, where its
@@ -335,6 +337,10 @@ def _prices_answer() -> dict[str, Any]:
         "fresh": fresh,
         "fallback_date": pricing.FALLBACK_DATE,
         "refreshing": price_refresh.running(),
+        # Why a catalogue endpoint has no price (the badge says "price ?" and why): no key
+        # to ask fal's price list with, or asked and not on it.
+        "can_ask_fal": caller is not None and (caller[1] is not None or not caller[0].sends_key),
+        "not_listed": pricing.prices.not_listed(),
         # What the front end needs to put a price on a node: its endpoint, and whether all
         # of its images go in one request (Kontext multi) or one request per image.
         "nodes": {**{e.node_name: {"endpoint_id": e.endpoint_id, "title": e.display_name,
@@ -511,7 +517,8 @@ def add_routes(routes: web.RouteTableDef) -> web.RouteTableDef:
     async def fal_server_settings_update(request: web.Request) -> web.Response:
         body = await _json_body(request, '{"allowed_servers": [...], "max_usd_per_prompt": 5, '
                                          '...}')
-        body.pop("spent_today", None)   # read-only; a panel may send back what it got
+        for read_only in ("spent_today", "in_force"):   # a panel may send back what it got
+            body.pop(read_only, None)
         return await asyncio.to_thread(_update_server_settings, body)
 
     return routes
@@ -588,10 +595,22 @@ def _update_server_settings(body: dict[str, Any]) -> web.Response:
 def _server_settings_answer(values: dict[str, Any]) -> dict[str, Any]:
     # spent_today: read-only, what the daily ceiling is measured against (None, with the
     # sentence why, when the spend file is damaged: the daily ceiling then counts as reached).
+    # in_force: where runs that name no server go, and which setting says so.
     try:
-        return {**values, "spent_today": round(server_settings.spent_today(), 6)}
+        return {**values, "spent_today": round(server_settings.spent_today(), 6),
+                "in_force": _in_force()}
     except server_settings.SpendFileUnreadable as exc:
-        return {**values, "spent_today": None, "spend_file_error": str(exc)}
+        return {**values, "spent_today": None, "spend_file_error": str(exc),
+                "in_force": _in_force()}
+
+
+def _in_force() -> dict[str, str]:
+    """Where runs that name no server go, and which setting says so (read-only)."""
+    try:
+        destination, source = egress.owner_choice()
+    except egress.EgressRefused as exc:
+        return {"kind": "error", "error": str(exc)}
+    return {"kind": destination.kind, "url": destination.url, "from": source}
 
 
 def make_app() -> web.Application:

@@ -47,3 +47,20 @@ async def test_asking_for_a_catalogue_endpoints_price_fetches_it_once(client, se
     asked = [e for e in emulator.state.entries("pricing") if SEEDREAM in e.get("endpoints", ())]
     assert len(asked) == 1
     assert pricing.prices.price(SEEDREAM).unit_price == 0.04
+
+
+@pytest.mark.asyncio
+async def test_an_unpriced_endpoint_says_why(client, seen, emulator, monkeypatch):  # noqa: F811
+    """The badge's "price ?" comes with a reason: no key to ask fal with, or not on fal's list."""
+    unlisted = "bria/fibo-edit/colorize"   # in the catalogue, not in the emulator's price list
+    status, body = await get(client, seen, f"/fal/prices?endpoint_id={unlisted}")
+    assert body["can_ask_fal"] is False and body["not_listed"] == []
+    assert unlisted not in body["prices"]
+    monkeypatch.setenv("FAL_KEY", "test-key-1234")
+    monkeypatch.setenv("COMFYUI_FAL_BASE_URL", emulator.base_url)
+    status, body = await get(client, seen, f"/fal/prices?endpoint_id={unlisted}")
+    await asyncio.gather(*routes._price_tasks)
+    status, body = await get(client, seen, "/fal/prices")
+    assert body["can_ask_fal"] is True and body["not_listed"] == [unlisted]
+    status, body = await get(client, seen, f"/fal/prices?endpoint_id={SEEDREAM}")
+    assert SEEDREAM in body["prices"] and SEEDREAM not in body["not_listed"]

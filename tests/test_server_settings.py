@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from conftest import ROOT
 
-from comfyui_fal_edit.nodes import keystore, routes, server_settings
+from comfyui_fal_edit.nodes import egress, keystore, routes, server_settings
 
 
 @pytest.fixture
@@ -40,6 +40,7 @@ async def call(client, method, body=None, **headers):
 async def test_defaults_then_partial_updates(client, key_file):
     status, body = await call(client, "GET")
     assert status == 200
+    body.pop("in_force")   # below
     assert body == {"allowed_servers": [], "proxy_url": "", "max_usd_per_prompt": 5.0,
                     "max_usd_per_day": 20.0, "cache_max_gb": 2.0, "spent_today": 0.0}
     status, body = await call(client, "POST", {"allowed_servers": [
@@ -55,6 +56,29 @@ async def test_defaults_then_partial_updates(client, key_file):
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert stat.S_IMODE(saved.parent.stat().st_mode) == 0o700
     assert "spent_today" not in json.loads(saved.read_text())
+
+
+@pytest.mark.asyncio
+async def test_the_server_in_force_is_named_with_where_it_comes_from(client, key_file, monkeypatch):
+    """Settings → fal → Server names the server runs go to; it said "only fal's own hosts"
+    while COMFYUI_FAL_BASE_URL sent every run elsewhere."""
+    monkeypatch.delenv(egress.ENV_BASE_URL, raising=False)
+    monkeypatch.delenv(egress.ENV_PROXY_URL, raising=False)
+    assert (await call(client, "GET"))[1]["in_force"] == {"kind": "fal", "url": "", "from": ""}
+    monkeypatch.setenv(egress.ENV_BASE_URL, "http://127.0.0.1:8765")
+    assert (await call(client, "GET"))[1]["in_force"] == {
+        "kind": "server", "url": "http://127.0.0.1:8765/", "from": "COMFYUI_FAL_BASE_URL"}
+    status, body = await call(client, "POST", {"max_usd_per_day": 30})
+    assert status == 200 and body["in_force"]["from"] == "COMFYUI_FAL_BASE_URL"
+    monkeypatch.delenv(egress.ENV_BASE_URL)
+    status, body = await call(client, "POST", {"proxy_url": "http://proxy.example:3000/api/fal/proxy",
+                                               "in_force": {"kind": "fal"}})   # sent back: ignored
+    assert status == 200
+    assert body["in_force"] == {"kind": "proxy", "url": "http://proxy.example:3000/api/fal/proxy/",
+                                "from": "proxy_url"}
+    monkeypatch.setenv(egress.ENV_PROXY_URL, "ftp://nope")
+    in_force = (await call(client, "GET"))[1]["in_force"]
+    assert in_force["kind"] == "error" and "not a server URL" in in_force["error"]
 
 
 @pytest.mark.parametrize("body, fragment", [

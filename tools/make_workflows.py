@@ -330,8 +330,12 @@ def hybrid_crop_remove_sharpen() -> Graph:
     to the second fal node by URL, with no second upload."""
     g = Graph()
     load = g.add("LoadImage", [40, 160], LOAD_SIZE, image=PORTRAIT)
-    crop = g.add("ImageCrop", [40, 160 + LOAD_SIZE[1] + 70], [320, 160],
-                 width=640, height=512, x=64, y=0)
+    # Upscale Image with crop "center" cuts the 768x512 photo to 640x512 (x 64..704), as
+    # Crop Image did; Crop Image is "(DEPRECATED)" on ComfyUI 0.27 and its replacement
+    # (ImageCropV2) does not exist on 0.3.64. This node is current on both.
+    crop = g.add("ImageScale", [40, 160 + LOAD_SIZE[1] + 70], [320, 160],
+                 title="Crop to 640x512 (centre)", upscale_method="lanczos", width=640,
+                 height=512, crop="center")
     g.link(load.out("IMAGE"), crop, "image")
     remove = g.add("FalObjectRemoval", [480, 160], FAL_SIZE["FalObjectRemoval"],
                    prompt="the two small people standing in front of the houses in the background",
@@ -375,12 +379,14 @@ def hybrid_batch_color_correction() -> Graph:
                 output_format="png", aspect_ratio="fal default", seed=100)
     g.link(batch.out("IMAGE"), fal, "image")
     save = save_images(g, fal.out("images"), [1260, 160], "fal_edit/color_corrected")
-    note = g.note([800, 160 + VIEW_SIZE[1] + 70], [880, 190],
-                  "ImageBatch makes one batch of the two photos (the second is scaled and "
+    note = g.note([800, 160 + VIEW_SIZE[1] + 70], [880, 210],
+                  "Batch Images makes one batch of the two photos (the second is scaled and "
                   "centre-cropped to the first one's size). fal Color Correction sends every "
                   "frame as its own request, concurrently, and returns the whole batch in input "
                   "order; frame i uses seed + i. With the seed on 'fixed', a rerun after a failure "
-                  "only pays for the frames that failed.\n\n" + KEY_NOTE)
+                  "only pays for the frames that failed. ComfyUI 0.27 and later label Batch Images "
+                  "'(DEPRECATED)': it still works there; its replacement does not exist on 0.3.64."
+                  "\n\n" + KEY_NOTE)
     g.group("local: load and batch", [a, b, batch, before], "#3f789e")
     g.group("fal: colour correction (remote, paid)", [fal], "#a1309b")
     g.group("local: save", [save], "#3f789e")

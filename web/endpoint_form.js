@@ -7,32 +7,43 @@
 // Every front-end API goes through lib/frontend.js, as in fal_edit.js.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { createLayout } from "./layout.js";
 import { createFrontend } from "./lib/frontend.js";
+import {
+  domWidgetHeight, FORM_EMPTY_PX, FORM_GAP_PX, FORM_NOTE_LINE_PX, FORM_PADDING_PX, FORM_ROW_PX, FORM_TEXTAREA_PX,
+  formHeight,
+} from "./lib/layout.js";
 import {
   describeFields, displayValue, parseControl, readArguments, unknownFields, writeArgument,
 } from "./lib/schema_form.js";
+import { socketStates } from "./lib/sockets.js";
 
 const frontend = createFrontend({ app, api });
+const layout = createLayout(frontend);
 
 const EXTENSION = "comfyui-fal-edit";
 const NODE = "FalImageEndpoint";
 const schemas = new Map();   // endpoint id -> Promise of the catalogue entry
 
 const STYLE = `
-.fal-form { display: flex; flex-direction: column; gap: 4px; font-size: 12px; padding: 2px 4px;
+.fal-form { display: flex; flex-direction: column; gap: ${FORM_GAP_PX}px; font-size: 12px; padding: ${FORM_PADDING_PX / 2}px 4px;
   overflow-y: auto; box-sizing: border-box; }
-.fal-form-row { display: grid; grid-template-columns: minmax(90px, 38%) 1fr; gap: 6px; align-items: center; }
+.fal-form-row { display: grid; grid-template-columns: minmax(90px, 38%) 1fr; gap: 6px; align-items: center;
+  height: ${FORM_ROW_PX}px; flex-shrink: 0; }
+.fal-form-row.fal-form-tall { height: ${FORM_TEXTAREA_PX}px; }
 .fal-form-row label { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; opacity: .85; }
 .fal-form-row label.fal-required::after { content: " *"; color: #e0a050; }
 .fal-form input, .fal-form select, .fal-form textarea { min-width: 0; width: 100%; box-sizing: border-box;
   background: var(--comfy-input-bg, #222); color: var(--input-text, #ddd); border: 1px solid var(--border-color, #555);
   border-radius: 4px; padding: 2px 4px; font-size: 12px; }
 .fal-form input[type=checkbox] { width: auto; justify-self: start; }
-.fal-form textarea { resize: vertical; min-height: 34px; }
+.fal-form input, .fal-form select { height: ${FORM_ROW_PX}px; }
+.fal-form textarea { resize: none; height: ${FORM_ROW_PX}px; }
+.fal-form .fal-form-tall textarea { height: ${FORM_TEXTAREA_PX}px; }
 .fal-form .fal-bad { border-color: #c04040; }
-.fal-form-note { opacity: .75; font-style: italic; }
-.fal-form-error { color: #e07070; }
-.fal-form-image { opacity: .7; }
+.fal-form-note { opacity: .75; font-style: italic; line-height: ${FORM_NOTE_LINE_PX}px; flex-shrink: 0; }
+.fal-form-error { color: #e07070; line-height: ${FORM_NOTE_LINE_PX}px; flex-shrink: 0; }
+.fal-form-image { opacity: .7; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 `;
 
 function schemaFor(endpointId) {
@@ -99,15 +110,42 @@ function control(field, value, onChange) {
   }
 }
 
+/** Image sockets the endpoint has no field for are greyed out and say so (both canvases
+ * draw a slot's label and colour); they stay, so links and saved workflows keep their slots. */
+function showSockets(node, entry, endpoint) {
+  const states = socketStates(entry, endpoint);
+  for (const slot of node.inputs ?? []) {
+    const state = states[slot.name];
+    if (!state) continue;
+    if (state.used) {
+      if (slot.falGreyed) {
+        delete slot.label;
+        delete slot.color_off;
+        slot.falGreyed = false;
+      }
+    } else {
+      slot.label = state.label;
+      slot.color_off = "#3a3a3a";
+      slot.falGreyed = true;
+    }
+    slot.falTooltip ??= slot.tooltip ?? "";
+    slot.tooltip = state.used ? slot.falTooltip : state.tooltip;
+  }
+  frontend.redraw(node);
+}
+
 function addForm(node) {
   const endpointWidget = frontend.findWidget(node, "endpoint");
   const argsWidget = frontend.findWidget(node, "arguments");
   if (!endpointWidget || !argsWidget) return;
   const box = make("div", { class: "fal-form" });
+  // The form's full height (lib/layout.js formHeight): the classic canvas gives a DOM widget
+  // its minimum, so the minimum is the whole form (one row was all it showed).
+  let height = FORM_EMPTY_PX;
   // Not in widgets_values: workflows load (and `arguments` works) without this extension.
   frontend.addDomWidget(node, "fal_form", "fal_form", box, {
-    getMinHeight: () => 60,
-    getMaxHeight: () => 420,
+    getMinHeight: () => domWidgetHeight(height),
+    getMaxHeight: () => domWidgetHeight(height),
   });
   let rendered = { endpoint: null, text: null };
   let writing = false;
@@ -134,24 +172,32 @@ function addForm(node) {
     rendered = { endpoint, text };
     const entry = await schemaFor(endpoint);
     if (rendered.endpoint !== endpoint) return;   // the user picked another meanwhile
+    showSockets(node, entry, endpoint);
     if (!entry) {
-      box.replaceChildren(make("div", { class: "fal-form-note" }, `no schema for ${endpoint}; type JSON in arguments`));
+      const note = `no schema for ${endpoint}; type JSON in arguments`;
+      box.replaceChildren(make("div", { class: "fal-form-note" }, note));
+      fit([{ note }]);
       return;
     }
     const read = readArguments(text);
     const rows = [];
+    const notes = [];
+    const error = (note) => {
+      notes.push({ note });
+      rows.push(make("div", { class: "fal-form-error" }, note));
+    };
     if (entry.retired) {
       // Gone from fal's published types: fal may no longer serve it (a run then says so).
-      rows.push(make("div", { class: "fal-form-error" },
-        `not in fal's newest published types (${entry.retired}); if fal retired it, try ${entry.alternatives.join(", ") || "another endpoint"}`));
+      error(`not in fal's newest published types (${entry.retired}); if fal retired it, try ${entry.alternatives.join(", ") || "another endpoint"}`);
     }
     if (!read.ok) {
-      rows.push(make("div", { class: "fal-form-error" }, `${read.error}; the form waits until it is valid JSON`));
+      error(`${read.error}; the form waits until it is valid JSON`);
     } else {
       const unknown = unknownFields(entry, read.values);
-      if (unknown.length) rows.push(make("div", { class: "fal-form-error" }, `not a field of this endpoint: ${unknown.join(", ")}`));
+      if (unknown.length) error(`not a field of this endpoint: ${unknown.join(", ")}`);
     }
-    for (const field of describeFields(entry)) {
+    const fields = describeFields(entry);
+    for (const field of fields) {
       const value = read.ok ? read.values[field.name] : undefined;
       const input = control(field, value, (raw, element) => {
         const parsed = parseControl(field, raw);
@@ -160,12 +206,19 @@ function addForm(node) {
         if (!parsed.error) write(field.name, parsed.value);
       });
       if (!read.ok && input.disabled !== undefined) input.disabled = true;
-      rows.push(make("div", { class: "fal-form-row" },
+      rows.push(make("div", { class: field.control === "textarea" ? "fal-form-row fal-form-tall" : "fal-form-row" },
         make("label", { class: field.required ? "fal-required" : undefined, title: field.tooltip || field.name }, field.name),
         input));
     }
     box.replaceChildren(...rows);
-    frontend.redraw(node);
+    fit([...notes, ...fields]);
+  }
+
+  /** The form shows at full size: the node grows to hold it and makes room below. */
+  function fit(sizing) {
+    height = formHeight(sizing);
+    box.style.height = `${height}px`;
+    layout.fitNode(node);
   }
 
   // Follow both widgets however they change: picking, typing, undo, a loaded workflow.

@@ -27,7 +27,20 @@ export function shortLastRun(last) {
   return `last ${formatUsd(cost)}`;
 }
 
-/** The chip: "≈ $0.08 · last $0.05". */
-export function priceChip(run, last) {
-  return [shortPrice(run), shortLastRun(last)].filter(Boolean).join(" · ");
+/**
+ * Why an endpoint has no price yet, in two or three words, from GET /fal/prices' answer:
+ * "loading" (no answer yet), "no fal key" (nothing to ask fal's price list with), "no fal
+ * price" (fal's list was asked and has none), "asking fal" (the lookup is under way).
+ */
+export function unknownReason(answer, endpointId) {
+  if (!answer) return "loading";
+  if ((answer.not_listed ?? []).includes(endpointId)) return "no fal price";
+  if (answer.can_ask_fal === false) return "no fal key";
+  return "asking fal";
+}
+
+/** The chip: "≈ $0.08 · last $0.05"; "price ? (no fal key)" when the price is unknown. */
+export function priceChip(run, last, reason = "") {
+  const price = !run?.known && reason && !last ? `price ? (${reason})` : shortPrice(run);
+  return [price, shortLastRun(last)].filter(Boolean).join(" · ");
 }

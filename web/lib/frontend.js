@@ -267,19 +267,111 @@ export function createFrontend({ app, api, doc = globalThis.document, win = glob
       return true;
     },
 
+    /** The groups (coloured frames) of a graph. */
+    groupsOf(graph) {
+      return graph?._groups ?? graph?.groups ?? [];
+    },
+
+    /** A group's frame in graph units: {left, right, top, bottom} (its title included). */
+    groupBox(group) {
+      const [x, y] = group.pos;
+      const [w, h] = group.size;
+      return { left: x, right: x + w, top: y, bottom: y + h };
+    },
+
+    /** The height of a node's title bar in the classic canvas, in graph units. */
+    titleHeight() {
+      return globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+    },
+
+    /** A Nodes 2.0 node's element (null in the classic canvas or before it is mounted). */
+    nodeElement(node) {
+      if (!frontend.isVueMode()) return null;
+      return doc?.querySelector?.(`[data-node-id="${node.id}"]`) ?? null;
+    },
+
     /**
-     * A node's body size as shown, in graph units. Nodes 2.0 lays a node out from its content
-     * and may show it taller than node.size: measure its element then.
+     * Where a node is drawn, in graph units: {id, left, right, top, bottom} with its title
+     * and badges. Nodes 2.0 lays a node out from its content (chips at the bottom that may
+     * spill past its edge): its element and children are measured then; null when it is not
+     * mounted (the caller uses the classic box).
      */
-    shownSize(node) {
-      if (frontend.isVueMode()) {
-        const element = doc?.querySelector?.(`[data-node-id="${node.id}"]`);
-        const rect = element?.getBoundingClientRect?.();
-        const scale = app?.canvas?.ds?.scale || 1;
-        const title = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
-        if (rect?.height) return [rect.width / scale, Math.max(node.size[1], rect.height / scale - title)];
-      }
-      return [node.size[0], node.size[1]];
+    measuredBox(node) {
+      const element = frontend.nodeElement(node);
+      const canvasRect = app?.canvas?.canvas?.getBoundingClientRect?.();
+      const ds = app?.canvas?.ds;
+      if (!element?.getBoundingClientRect || !canvasRect || !ds) return null;
+      const rects = [element, ...(element.children ?? [])].map((e) => e.getBoundingClientRect())
+        .filter((r) => r.width || r.height);
+      if (!rects.length) return null;
+      const scale = ds.scale || 1;
+      const x = (clientX) => (clientX - canvasRect.left) / scale - ds.offset[0];
+      const y = (clientY) => (clientY - canvasRect.top) / scale - ds.offset[1];
+      return { id: node.id, left: x(Math.min(...rects.map((r) => r.left))), right: x(Math.max(...rects.map((r) => r.right))),
+        top: y(Math.min(...rects.map((r) => r.top))), bottom: y(Math.max(...rects.map((r) => r.bottom))) };
+    },
+
+    /**
+     * fn() once the node's new content has its size: at once in the classic canvas; in
+     * Nodes 2.0 after the next layout and again whenever the element changes size in the
+     * next `windowMs` (images and fonts arrive late).
+     */
+    afterLayout(node, fn, { windowMs = 1500 } = {}) {
+      const run = () => {
+        try {
+          fn();
+        } catch (error) {
+          console.warn("[comfyui-fal-edit] layout failed", error);
+        }
+      };
+      if (!frontend.isVueMode()) return void setTimeout(run, 0);
+      setTimeout(run, 50);
+      const element = frontend.nodeElement(node);
+      const Observer = win?.ResizeObserver ?? globalThis.ResizeObserver;
+      if (!element || !Observer) return;
+      const observer = new Observer(() => run());
+      observer.observe(element);
+      setTimeout(() => observer.disconnect(), windowMs);
+    },
+
+    /** fn(nodeId, sentence) when a node fails while the prompt runs (its exception's text). */
+    onExecutionError(fn) {
+      api?.addEventListener?.("execution_error", ({ detail }) => {
+        if (detail?.node_id === undefined || detail?.node_id === null) return;
+        fn(String(detail.node_id), String(detail.exception_message ?? "").trim());
+      });
+    },
+
+    /**
+     * fn(nodeErrors) when ComfyUI refuses a prompt before running it ({node id: {errors:
+     * [{type, message, details}], class_type}}); fn({}) when it accepted one. Both
+     * generations send the prompt through api.queuePrompt and throw the server's answer
+     * as error.response.
+     */
+    onPromptChecked(fn) {
+      const queuePrompt = api?.queuePrompt;
+      if (typeof queuePrompt !== "function") return false;
+      api.queuePrompt = async function (...args) {
+        let answer;
+        try {
+          answer = await queuePrompt.apply(this, args);
+        } catch (error) {
+          const nodeErrors = error?.response?.node_errors;
+          try {
+            fn(nodeErrors && typeof nodeErrors === "object" ? nodeErrors : {});
+          } catch (failure) {
+            console.warn("[comfyui-fal-edit] could not show the prompt's errors", failure);
+          }
+          throw error;
+        }
+        try {
+          fn({});
+        } catch (failure) {
+          console.warn("[comfyui-fal-edit] could not clear the prompt's errors", failure);
+        }
+        return answer;
+      };
+      return true;
     },
 
     /** Node badges: drawn above the title (classic) or as chips at the bottom (Nodes 2.0). */
@@ -287,6 +379,26 @@ export function createFrontend({ app, api, doc = globalThis.document, win = glob
       if (!Array.isArray(node.badges)) return false;   // a front end without node badges
       node.badges.push(make);
       return true;
+    },
+
+    /**
+     * Read by the badge functions: Nodes 2.0 computes a node's chips from node.badges in a
+     * Vue computed that only runs again when a reactive value it read changes. The
+     * extension manager is a Pinia store (reactive), so a number kept on it is one.
+     */
+    badgeVersion() {
+      return manager()?.falBadgeVersion ?? 0;
+    },
+
+    /**
+     * Show the badges again after what they read changed (prices arrived, a run ended).
+     * The classic canvas draws them every frame; Nodes 2.0 recomputes its chips when the
+     * version read in badgeVersion changes (a new badges array alone does not do it).
+     */
+    refreshBadges(node) {
+      const store = manager();
+      if (store) store.falBadgeVersion = (store.falBadgeVersion ?? 0) + 1;
+      frontend.redraw(node);
     },
 
     getNodeById(id) {

@@ -77,3 +77,28 @@ export function changedSettings(saved, edited) {
   }
   return out;
 }
+
+/**
+ * GET /fal/server-settings' `in_force` ({kind: "fal" | "server" | "proxy" | "error", url,
+ * from: the environment variable or "proxy_url", error}) -> {head, detail}: the server runs
+ * go to when a workflow names none, and where that choice comes from. null: an older
+ * server that does not say.
+ */
+export function inForceLines(inForce) {
+  if (!inForce || typeof inForce !== "object") return null;
+  const { kind, url, from } = inForce;
+  if (kind === "error") {
+    return { head: "No fal calls can go out", detail: String(inForce.error ?? "") };
+  }
+  if (kind === "server") {
+    return { head: url, detail: `From ${from} in ComfyUI's environment: runs whose fal Settings leave ` +
+      `base_url empty go to this server, with your fal key. Unset ${from} and restart ComfyUI to use fal.` };
+  }
+  if (kind === "proxy") {
+    const where = from === "proxy_url" ? "the proxy saved below" : `${from} in ComfyUI's environment`;
+    return { head: url, detail: `From ${where}: every fal call goes through this proxy, which adds its ` +
+      `own key (the pack sends none).` };
+  }
+  return { head: "fal's own hosts", detail: "No COMFYUI_FAL_BASE_URL, COMFYUI_FAL_PROXY_URL or proxy is " +
+    "set on this server: runs go to fal, unless a workflow's base_url names a server allowed below." };
+}

@@ -136,55 +136,54 @@ test("removeProgressText drops ComfyUI's progress text widget only", () => {
   assert.equal(fe.removeProgressText(node), false);
 });
 
-test("shownSize: Nodes 2.0 measures the node's element; classic uses node.size", () => {
-  const element = { getBoundingClientRect: () => ({ width: 800, height: 1000 }) };
+test("measuredBox: Nodes 2.0 measures the node's element; classic has none (pos and size are used)", () => {
+  const rect = { left: 300, top: 150, right: 1100, bottom: 1150, width: 800, height: 1000 };
+  const element = { getBoundingClientRect: () => rect, children: [] };
   const doc = fakeDoc();
   doc.elements['[data-node-id="7"]'] = element;
   let vue = true;
-  const app = { canvas: { ds: { scale: 2 } }, extensionManager: { setting: { get: () => vue } } };
+  const app = { canvas: { ds: { scale: 2, offset: [0, 0] }, canvas: { getBoundingClientRect: () => ({ left: 100, top: 50 }) } },
+    extensionManager: { setting: { get: () => vue } } };
   const fe = createFrontend({ app, doc });
   const node = { id: 7, size: [400, 300] };
-  assert.deepEqual(fe.shownSize(node), [400, 470]);   // 1000 / 2 minus the 30 px title
+  assert.deepEqual(fe.measuredBox(node), { id: 7, left: 100, right: 500, top: 50, bottom: 550 });
   vue = false;
-  assert.deepEqual(fe.shownSize(node), [400, 300]);
+  assert.equal(fe.measuredBox(node), null);
 });
 
-test("badges: added where the front end has node.badges, skipped where it has none", () => {
-  const fe = createFrontend({ app: {} });
-  const node = { badges: [] };
-  assert.equal(fe.addBadge(node, () => ({ text: "x" })), true);
-  assert.equal(node.badges.length, 1);
-  assert.equal(fe.addBadge({}, () => ({})), false);
-});
-
-test("progress text and executing events reach the callbacks with string node ids", () => {
+test("execution errors and refused prompts reach the callbacks", async () => {
   const listeners = {};
-  const api = { addEventListener: (name, fn) => { listeners[name] = fn; } };
+  const refusal = Object.assign(new Error("Prompt execution failed"),
+    { response: { node_errors: { 5: { errors: [{ type: "custom_validation_failed" }] } } } });
+  let refuse = true;
+  const api = {
+    addEventListener: (type, fn) => ((listeners[type] ??= []).push(fn)),
+    async queuePrompt(number) {
+      if (refuse) throw refusal;
+      return { prompt_id: "p", number };
+    },
+  };
   const fe = createFrontend({ app: {}, api });
-  const got = [];
-  fe.onProgressText((id, text) => got.push([id, text]));
-  fe.onExecuting((id) => got.push(["executing", id]));
-  listeners.progress_text({ detail: { nodeId: 12, text: "0/1 done" } });
-  listeners.executing({ detail: 5 });
-  listeners.executing({ detail: { node: "7" } });
-  listeners.executing({ detail: null });
-  assert.deepEqual(got, [["12", "0/1 done"], ["executing", "5"], ["executing", "7"], ["executing", null]]);
+  const failures = [];
+  fe.onExecutionError((id, sentence) => failures.push([id, sentence]));
+  listeners.execution_error[0]({ detail: { node_id: 12, exception_message: "fal Sharpen: no key. " } });
+  listeners.execution_error[0]({ detail: { exception_message: "no node" } });
+  assert.deepEqual(failures, [["12", "fal Sharpen: no key."]]);
+  const checked = [];
+  assert.equal(fe.onPromptChecked((errors) => checked.push(Object.keys(errors))), true);
+  await assert.rejects(api.queuePrompt(0), refusal);      // the front end still gets the refusal
+  refuse = false;
+  assert.deepEqual(await api.queuePrompt(1), { prompt_id: "p", number: 1 });
+  assert.deepEqual(checked, [["5"], []]);
 });
 
-test("onExecuted returns what removes the listener", () => {
-  const listeners = new Set();
-  const api = { addEventListener: (n, fn) => listeners.add(fn), removeEventListener: (n, fn) => listeners.delete(fn) };
-  const stop = createFrontend({ app: {}, api }).onExecuted(() => {});
-  assert.equal(listeners.size, 1);
-  stop();
-  assert.equal(listeners.size, 0);
-});
-
-test("refreshNodeDef registers the server's current definition", async () => {
-  const registered = [];
-  const app = { registerNodeDef: async (type, def) => registered.push([type, def.input.required.key_name[0]]) };
-  const api = { fetchApi: async (path) => ({ json: async () => ({ FalKey: { input: { required: { key_name: [["a", "b"]] } } } }) }) };
-  assert.equal(await createFrontend({ app, api }).refreshNodeDef("FalKey"), true);
-  assert.deepEqual(registered, [["FalKey", ["a", "b"]]]);
-  assert.equal(await createFrontend({ app: {}, api }).refreshNodeDef("FalKey"), false);
+test("refreshBadges bumps the version the badge functions read (Nodes 2.0 recomputes its chips on it)", () => {
+  const store = {};
+  const fe = createFrontend({ app: { extensionManager: store } });
+  assert.equal(fe.badgeVersion(), 0);
+  fe.refreshBadges({});
+  fe.refreshBadges();
+  assert.equal(fe.badgeVersion(), 2);
+  assert.equal(store.falBadgeVersion, 2);
+  assert.equal(createFrontend({ app: {} }).badgeVersion(), 0);   // no store: nothing to bump
 });
