@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import keystore
-from .egress import EgressRefused, normalize
+from .addresses import EgressRefused, normalize
 
 FILE_NAME = "server_settings.json"
 SPEND_FILE_NAME = "spend_by_day.json"
