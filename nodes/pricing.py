@@ -461,6 +461,10 @@ def estimate(endpoint_id: str, requests: Iterable[tuple[Mapping[str, Any], float
 
 @dataclass
 class LedgerEntry:
+    """One fal request (or one the cache answered). Entered when the request is sent, at its
+    estimate: from then on it may be billed, whatever becomes of its answer (refused, failed,
+    timed out, lost). `billed_usd` replaces the estimate once fal's bill for it is known
+    (the result's x-fal-billable-units × the unit price)."""
     endpoint_id: str
     request_id: str
     cached: bool
@@ -468,12 +472,23 @@ class LedgerEntry:
     prompt_id: str | None
     at: float = field(default_factory=time.time)
     billed_usd: float | None = None
+    billed_units: float | None = None
+    queue_s: float | None = None      # time in fal's queue, when known
+    run_s: float | None = None        # time running on fal, when known
+
+    @property
+    def counted_usd(self) -> float:
+        """What this request counts against the ceilings: fal's bill once known, else the
+        estimate; a cached answer costs nothing."""
+        if self.cached:
+            return 0.0
+        return self.billed_usd if self.billed_usd is not None else self.estimated_usd
 
 
 class Ledger:
-    """This ComfyUI session's fal calls (and the ones the cache saved), plus what runs that
-    passed the spend guard hold until their calls are billed: the calls of a list input
-    run at once, and each must see what the others are about to spend."""
+    """This ComfyUI session's fal requests (and the ones the cache saved), plus what runs
+    that passed the spend guard hold until their requests are sent: the calls of a list
+    input run at once, and each must see what the others are about to spend."""
 
     def __init__(self) -> None:
         self._entries: list[LedgerEntry] = []
@@ -490,15 +505,25 @@ class Ledger:
             self._held[self._tokens] = (prompt_id, usd)
             return self._tokens
 
-    def bill(self, entry: LedgerEntry, token: int | None) -> None:
-        """Enter a billed call and hold that much less for its run, in one step."""
+    def enter_sent(self, entry: LedgerEntry, token: int | None) -> None:
+        """A request is about to be sent: enter it at its estimate, and hold that much less
+        for its run, in one step (it is counted once, as spent)."""
         with self._lock:
             self._entries.append(entry)
             if token is not None:
                 self.settle(token, entry.estimated_usd)
 
+    def take_back(self, entry: LedgerEntry, token: int | None) -> None:
+        """The request provably never reached fal: out of the ledger, and held again for its
+        run (the item may still be sent)."""
+        with self._lock:
+            if entry in self._entries:
+                self._entries.remove(entry)
+                if token is not None:
+                    self.settle(token, -entry.estimated_usd)
+
     def settle(self, token: int, usd: float) -> None:
-        """A held run's call was billed (and entered): hold that much less."""
+        """A held run's request was sent (and entered): hold that much less."""
         with self._lock:
             if token in self._held:
                 prompt_id, held = self._held[token]
@@ -522,11 +547,12 @@ class Ledger:
             return list(self._entries)
 
     def spent(self, prompt_id: str | None = None, held: bool = False) -> float:
-        """Billed estimates (of one prompt, or the session); with `held`, plus what runs
-        that passed the guard are about to spend."""
+        """What the requests sent cost (fal's bill where known, else the estimate), of one
+        prompt or the session; with `held`, plus what runs that passed the guard are about
+        to send."""
         with self._lock:
-            return sum(e.estimated_usd for e in self._entries
-                       if not e.cached and (prompt_id is None or e.prompt_id == prompt_id)) + \
+            return sum(e.counted_usd for e in self._entries
+                       if prompt_id is None or e.prompt_id == prompt_id) + \
                 (self.held(prompt_id) if held else 0.0)
 
     def clear(self) -> None:
@@ -538,15 +564,31 @@ class Ledger:
         rows = self.entries()
         if not rows:
             return "No fal calls in this session yet."
-        lines = ["endpoint | request id | cached or billed | estimate (USD)"]
+        lines = ["endpoint | request id | state | estimate (USD) | billed (USD)"]
         for e in rows:
-            lines.append(f"{e.endpoint_id} | {e.request_id or '-'} | "
-                         f"{'cached (no charge)' if e.cached else 'billed'} | "
-                         f"{0.0 if e.cached else e.estimated_usd:.4f}")
-        lines.append(f"total this session: ${self.spent():.4f} estimated "
-                     f"({sum(1 for e in rows if not e.cached)} billed calls, "
-                     f"{sum(1 for e in rows if e.cached)} from cache)")
+            lines.append(f"{e.endpoint_id} | {e.request_id or '-'} | {entry_state(e)} | "
+                         f"{0.0 if e.cached else e.estimated_usd:.4f} | {billed_text(e)}")
+        sent = [e for e in rows if not e.cached]
+        billed = [e for e in sent if e.billed_usd is not None]
+        lines.append(f"total this session: ${self.spent():.4f} "
+                     f"(${sum(e.billed_usd or 0.0 for e in billed):.4f} billed by fal for "
+                     f"{len(billed)} request(s), ${sum(e.estimated_usd for e in sent if e.billed_usd is None):.4f} "
+                     f"estimated for {len(sent) - len(billed)}; {len(rows) - len(sent)} from cache)")
         return "\n".join(lines)
+
+
+def entry_state(entry: LedgerEntry) -> str:
+    if entry.cached:
+        return "cached (no charge)"
+    if entry.billed_usd is not None:
+        return "billed"
+    return "sent (estimate)" if entry.request_id else "sent, answer lost (estimate)"
+
+
+def billed_text(entry: LedgerEntry) -> str:
+    if entry.cached:
+        return "0.0000"
+    return f"{entry.billed_usd:.4f}" if entry.billed_usd is not None else "estimate"
 
 
 prices = PriceBook()

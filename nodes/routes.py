@@ -555,8 +555,12 @@ def _update_server_settings(body: dict[str, Any]) -> web.Response:
 
 
 def _server_settings_answer(values: dict[str, Any]) -> dict[str, Any]:
-    # spent_today: read-only, what the daily ceiling is measured against.
-    return {**values, "spent_today": round(server_settings.spent_today(), 6)}
+    # spent_today: read-only, what the daily ceiling is measured against (None, with the
+    # sentence why, when the spend file is damaged: the daily ceiling then counts as reached).
+    try:
+        return {**values, "spent_today": round(server_settings.spent_today(), 6)}
+    except server_settings.SpendFileUnreadable as exc:
+        return {**values, "spent_today": None, "spend_file_error": str(exc)}
 
 
 def make_app() -> web.Application:

@@ -172,6 +172,11 @@ class Run:
         workflow can only lower. What runs that passed the guard are about to spend counts
         as spent (the calls of a list input run at once)."""
         owner = server_settings.load()
+        if owner["max_usd_per_day"] > 0 and self.cost.total > 0:
+            try:
+                server_settings.spent_today()
+            except server_settings.SpendFileUnreadable as exc:
+                raise self.fail(f"the spend guard stopped this run before any upload: {exc}")
         prompt_spent = ledger.spent(self.prompt_id, held=True)
         limits = [(self.settings.max_usd_per_prompt, prompt_spent, "this prompt",
                    "raise max_usd_per_prompt in fal Settings (0 means no limit)"),
@@ -179,8 +184,7 @@ class Run:
                    "raise max_usd_per_session in fal Settings (0 means no limit)"),
                   (owner["max_usd_per_prompt"], prompt_spent, "this prompt",
                    "this ComfyUI's owner can raise the per-prompt ceiling in Settings → fal"),
-                  (owner["max_usd_per_day"], server_settings.spent_today() + ledger.held(),
-                   "today", "this ComfyUI's owner can raise the daily ceiling in Settings → fal")]
+                  (owner["max_usd_per_day"], _spent_today() + ledger.held(), "today", "this ComfyUI's owner can raise the daily ceiling in Settings → fal")]
         for limit, spent, scope, fix in limits:
             if limit > 0 and spent + self.cost.total > limit + 1e-9:
                 raise self.fail(
@@ -209,7 +213,7 @@ class Run:
             self.uploads = Uploads(client, self.server, self.settings.upload_format,
                                    self.endpoint.limits)
             self.queue = FalQueue(client, self.endpoint.endpoint_id, self.settings.timeout_s,
-                                  self.name)
+                                  self.name, on_sent=self._on_sent, on_unsent=self._on_unsent)
             self.results = ResultFiles(http, self.server, self.endpoint, self.destination,
                                        OutputBatch(self.items, self.endpoint))
             tasks = [asyncio.create_task(self._run_item(item)) for item in pending]
@@ -270,6 +274,8 @@ class Run:
             if item.handle is not None and item.result is None:
                 await self.queue.cancel([item])   # don't leave a job running unseen
             item.error, item.state, item.finished = exc, "failed", True
+        finally:
+            await self._settle(item)
 
     async def _stages(self, item: WorkItem) -> None:
         """Upload, queue, results: one item, under one deadline (a stalled answer must not
@@ -281,10 +287,6 @@ class Run:
         await asyncio.to_thread(caches.remember_result, item.key,
                                 self.endpoint.endpoint_id, item.result, item.blobs)
         item.blobs = None
-        cost = item.cost = self._item_cost(item)
-        await asyncio.to_thread(server_settings.add_spend, cost)   # the daily ceiling's count
-        ledger.bill(LedgerEntry(self.endpoint.endpoint_id, item.request_id or "", False, cost,
-                                self.prompt_id), self.hold)
         item.state, item.finished = "done", True
 
     async def _upload_and_queue(self, item: WorkItem) -> dict[str, Any]:
@@ -317,14 +319,53 @@ class Run:
                 item.handle = item.request_id = None
         raise AssertionError("unreachable")
 
-    def _item_cost(self, item: WorkItem) -> float:
-        """What the item's request cost: the estimate, for the images that came back (an
-        "up to" count such as Seedream's max_images may bring fewer than it allowed)."""
-        cost = estimate(self.endpoint.endpoint_id, [(item.payload, item.megapixels)],
+    # the ledger: a request counts from the moment it is sent -------------------
+    def _request_estimate(self, item: WorkItem) -> float:
+        return estimate(self.endpoint.endpoint_id, [(item.payload, item.megapixels)],
                         self.cost.price).total
-        most = self.endpoint.most_images(item.payload)
-        came = len(item.result.urls) if item.result is not None else most
-        return cost * min(came, most) / most
+
+    async def _on_sent(self, item: WorkItem) -> None:
+        """A submit is about to go out: from now on fal may bill it, whatever becomes of
+        its answer, so it is entered at its estimate in the ledger and today's spend. The
+        file first: until the ledger takes it over, the run's hold still counts it."""
+        entry = LedgerEntry(self.endpoint.endpoint_id, "", False, self._request_estimate(item),
+                            self.prompt_id)
+        await asyncio.to_thread(server_settings.adjust_spend, entry.estimated_usd)
+        item.charges.append(entry)
+        ledger.enter_sent(entry, self.hold)
+
+    async def _on_unsent(self, item: WorkItem) -> None:
+        """That submit provably never reached fal: its charge is taken back."""
+        if not item.charges:
+            return
+        entry = item.charges.pop()
+        ledger.take_back(entry, self.hold)
+        await asyncio.to_thread(server_settings.adjust_spend, -entry.estimated_usd)
+
+    async def _settle(self, item: WorkItem) -> None:
+        """The item is over: its last submit gets the request id, and what it counts
+        becomes what fal made of it: for an "up to" count (Seedream's max_images), the
+        images that came back."""
+        if item.cached:
+            return
+        if not item.charges and item.request_id:
+            # Picked up from an earlier process, which counted it when it sent it.
+            item.charges.append(LedgerEntry(self.endpoint.endpoint_id, item.request_id, False,
+                                            self._request_estimate(item), self.prompt_id))
+            ledger.add(item.charges[-1])
+        if not item.charges:
+            return
+        entry = item.charges[-1]
+        entry.request_id = item.request_id or entry.request_id
+        entry.queue_s, entry.run_s = getattr(item, "queue_s", None), getattr(item, "run_s", None)
+        before = entry.counted_usd
+        if item.result is not None:
+            most = self.endpoint.most_images(item.payload)
+            came = min(len(item.result.urls), most)
+            entry.estimated_usd = round(entry.estimated_usd * came / most, 6)
+        item.cost = sum(c.counted_usd for c in item.charges)
+        if entry.counted_usd != before:
+            await asyncio.to_thread(server_settings.adjust_spend, entry.counted_usd - before)
 
     # the node's answer and status ------------------------------------------
     def _outcome(self, images: torch.Tensor, urls: list[str], notes: list[str]) -> RunOutcome:
@@ -392,6 +433,15 @@ def _destinations(base_url: str) -> tuple[egress.Destination, egress.Destination
     prices.fresh()
     tls_context()
     return egress.resolve(base_url), egress.owner_default()
+
+
+def _spent_today() -> float:
+    """Today's spend for the daily ceiling (the guard has checked the file is readable; a
+    damaged one counts as no headroom at all)."""
+    try:
+        return server_settings.spent_today()
+    except server_settings.SpendFileUnreadable:
+        return float("inf")
 
 
 class _InterruptRequested(Exception):

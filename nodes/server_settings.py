@@ -141,37 +141,66 @@ def _today() -> str:
     return time.strftime("%Y-%m-%d")
 
 
-def spent_today() -> float:
+class SpendFileUnreadable(Exception):
+    """The daily spend file can't be trusted: the message is one sentence naming it."""
+
+
+def spend_path() -> Path:
+    return keystore.key_file().parent / SPEND_FILE_NAME
+
+
+def _read_days(target: Path) -> dict[str, Any]:
+    """The spend file's days; SpendFileUnreadable when it, or today's figure, is not what
+    this pack writes (truncated, a string, a list, NaN, a negative amount): such a file
+    must neither read as $0 nor be overwritten, which would lose the day."""
     try:
-        data = keystore.read_json(keystore.key_file().parent / SPEND_FILE_NAME)
+        data = keystore.read_json(target)
     except keystore.KeyStoreError:
-        return 0.0
-    if isinstance(data, dict):
-        value = data.get(_today())
-        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
-            return float(value)
-    return 0.0
+        data = _UNREADABLE
+    if data is None:
+        return {}
+    today = data.get(_today(), 0.0) if isinstance(data, dict) else None
+    if data is _UNREADABLE or not isinstance(data, dict) or isinstance(today, bool) or \
+            not isinstance(today, (int, float)) or not math.isfinite(today) or today < 0:
+        raise SpendFileUnreadable(
+            f"today's fal spend can't be read from {target} (it is damaged), so the daily "
+            f"ceiling counts as reached; this ComfyUI's owner can correct or delete that file")
+    return data
+
+
+_UNREADABLE = object()
+
+
+def spent_today() -> float:
+    """Today's fal spend (every request sent, at fal's bill or its estimate).
+    SpendFileUnreadable when the file is damaged."""
+    return float(_read_days(spend_path()).get(_today(), 0.0))
 
 
 def add_spend(usd: float) -> None:
-    """Add a billed call's estimate to today's total (kept a week; older days dropped)."""
+    """Add a request's estimate to today's total (kept a week; older days dropped)."""
     if not (math.isfinite(usd) and usd > 0):
         return
-    target = keystore.key_file().parent / SPEND_FILE_NAME
+    adjust_spend(usd)
+
+
+def adjust_spend(delta: float) -> None:
+    """Change today's total by `delta`: a request sent (+ its estimate), one that never
+    reached fal (- its estimate), fal's bill replacing an estimate (+ the difference). The
+    total never goes below 0; a damaged file is left as it is (it counts as the ceiling)."""
+    if not math.isfinite(delta) or delta == 0:
+        return
+    target = spend_path()
     try:
         with keystore.locked(target):
-            try:
-                data = keystore.read_json(target)
-            except keystore.KeyStoreError:
-                data = None
-            days = data if isinstance(data, dict) else {}
+            days = _read_days(target)
             today = _today()
-            previous = days.get(today)
-            previous = previous if isinstance(previous, (int, float)) and \
-                math.isfinite(previous) else 0.0
+            previous = float(days.get(today, 0.0))
             days = {d: v for d, v in days.items() if isinstance(d, str) and d >= _week_ago()}
-            days[today] = round(previous + usd, 6)
+            days[today] = round(max(0.0, previous + delta), 6)
             keystore.write_private_json(target, days, prefix=".spend-")
+    except SpendFileUnreadable as exc:
+        _warn(str(exc))
     except (OSError, keystore.KeyStoreError) as exc:
         _warn(f"today's fal spend could not be saved ({type(exc).__name__})")
 
@@ -208,5 +237,9 @@ def main(argv: list[str]) -> int:
     except (SettingsError, keystore.KeyStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({**load(), "spent_today": round(spent_today(), 6)}, indent=1))
+    try:
+        spent: Any = round(spent_today(), 6)
+    except SpendFileUnreadable as exc:
+        spent = str(exc)
+    print(json.dumps({**load(), "spent_today": spent}, indent=1))
     return 0

@@ -8,7 +8,7 @@ later stages fill in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import imaging
@@ -33,7 +33,9 @@ class WorkItem:
     cancel_sent: bool = False
     result: ItemResult | None = None
     cached: bool = False
-    cost: float = 0.0                        # what its request cost, once it came back
+    cost: float = 0.0                        # what its requests count: billed, else estimated
+    charges: list = field(default_factory=list)      # its ledger entries, one per submit sent
+    billed_units: float | None = None        # fal's x-fal-billable-units for its request
     error: BaseException | None = None
     blobs: list[bytes] | None = None         # the result files as fal sent them
     targets: list[tuple[str, bool]] | None = None   # per image: (fal field, is a list field)

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from ..caches import caches
 from ..concurrency import within
@@ -46,12 +46,18 @@ class ItemFailed(Exception):
 class FalQueue:
     """fal's queue for one endpoint, as one run uses it."""
 
-    def __init__(self, client: Any, endpoint_id: str, timeout_s: float, name: str) -> None:
+    def __init__(self, client: Any, endpoint_id: str, timeout_s: float, name: str, *,
+                 on_sent: Callable[[WorkItem], Awaitable[None]] | None = None,
+                 on_unsent: Callable[[WorkItem], Awaitable[None]] | None = None) -> None:
         self.client = client
         self.endpoint_id = endpoint_id
         self.timeout_s = timeout_s
         self.name = name                      # the node's display name, for the log
         self._said_fallback = False
+        # Awaited right before each submit goes out (it may be billed from then on), and
+        # when that submit provably never reached fal (its charge is taken back).
+        self.on_sent = on_sent
+        self.on_unsent = on_unsent
 
     async def run(self, item: WorkItem, payload: dict[str, Any]) -> dict[str, Any]:
         """Submit, wait for completion, return the result JSON."""
@@ -114,12 +120,18 @@ class FalQueue:
         import fal_client
 
         item.state = "submitting"
+        if self.on_sent is not None:
+            await self.on_sent(item)
         # Shielded: if the user interrupts mid-submit we still learn the request id,
         # so the job can be cancelled rather than run (and billed) unseen.
         submit = asyncio.ensure_future(self.client.submit(self.endpoint_id, payload))
         try:
             item.handle = await asyncio.shield(submit)
-        except fal_client.FalClientHTTPError as exc:
+        except Exception as exc:
+            if self.on_unsent is not None and never_reached_fal(exc):
+                await self.on_unsent(item)
+            if not isinstance(exc, fal_client.FalClientHTTPError):
+                raise
             said = str(exc.message).lower()
             if exc.status_code == 404 and "application" in said and "not found" in said:
                 raise ItemFailed(retired_sentence(self.endpoint_id)) from None
@@ -244,6 +256,21 @@ class FalQueue:
         elif isinstance(status, fal_client.Completed):
             # fal reports app failures here; the result call answers with the details.
             item.detail = str(status.error) if status.error else ""
+
+
+def never_reached_fal(exc: BaseException) -> bool:
+    """A submit that provably made no job on fal (so it can't be billed): the connection
+    was never made (refused, DNS, TLS handshake), or fal's ingress answered with an error
+    and no request id."""
+    import fal_client
+    import httpx
+
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return True
+    if isinstance(exc, fal_client.FalClientHTTPError):
+        headers = {k.lower() for k in (getattr(exc, "response_headers", None) or {})}
+        return "x-fal-request-id" not in headers
+    return False
 
 
 def _raise_like_fal(response: Any) -> None:
