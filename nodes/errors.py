@@ -98,7 +98,8 @@ def translate(exc: BaseException, key_label: str) -> str:
         return "fal sent an unreadable answer (malformed JSON); run again later"
     if isinstance(exc, asyncio.TimeoutError):
         return "fal did not finish in time"
-    from .egress import EgressRefused
-    if isinstance(exc, EgressRefused):   # already a sentence with the host in it
+    from .addresses import EgressRefused
+    from .state import StateUnavailable
+    if isinstance(exc, (EgressRefused, StateUnavailable)):   # already a sentence naming where
         return str(exc)
     return _short(f"{type(exc).__name__}: {exc}")
