@@ -58,6 +58,32 @@ def fal(emulator_server, monkeypatch, tmp_path):
     host.status_listener = None
 
 
+@pytest.fixture(scope="session")
+def redis_server():
+    """One real redis-server for the session (no persistence); skips, saying why, where
+    none can be started."""
+    from redis_server import RedisServer, available
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def shared_state(fal, redis_server, monkeypatch):
+    """The pack's state on the session's Redis, in a namespace of this test's own."""
+    import uuid
+
+    from comfyui_fal_edit.nodes import state
+    prefix = f"test-{uuid.uuid4().hex[:10]}:"
+    monkeypatch.setenv(state.ENV_REDIS_URL, redis_server.url)
+    monkeypatch.setenv(state.ENV_REDIS_PREFIX, prefix)
+    state.reset()
+    yield prefix
+    state.reset()
+
+
 @pytest.fixture
 def emulator(emulator_server, monkeypatch):
     """A clean emulator with the pack pointed at it (for tests that bring their own key)."""

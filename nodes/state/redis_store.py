@@ -182,9 +182,13 @@ class RedisStore(StateStore):
             if not self._checked:
                 self._first_contact()
             return fn()
-        except redis.AuthenticationError:
-            problem = "refused the password in COMFYUI_FAL_REDIS_URL"
-            check = "check the password (or user name) given there"
+        except redis.AuthenticationError as exc:
+            if "required" in str(exc).lower() or "noauth" in str(exc).lower():
+                problem = "asks for a password"
+                check = "give it in COMFYUI_FAL_REDIS_URL (redis://:PASSWORD@host:port)"
+            else:
+                problem = "refused the password in COMFYUI_FAL_REDIS_URL"
+                check = "check the password (or user name) given there"
         except redis.ResponseError as exc:
             if "NOAUTH" not in str(exc) and "WRONGPASS" not in str(exc):
                 raise
