@@ -40,7 +40,7 @@ from urllib.parse import unquote, urlparse
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
-from . import imageops
+from . import billing, imageops
 from .specs import ENDPOINTS, PRICES, EndpointSpec, field_error, validate
 from .state import JOB_OUTCOME_KINDS, EmulatorState, FaultRule
 
@@ -137,6 +137,8 @@ class Job:
     finished: float | None = None
     task: asyncio.Task | None = None
     _changed: asyncio.Event | None = None
+    made: tuple | None = None                 # (params, output files): what fal bills
+    billable_units: float | None = None
 
     @property
     def urls(self) -> dict:
@@ -278,8 +280,12 @@ def encode_image(img: Image.Image, fmt: str, result_mode: str | None) -> tuple[b
 
 # Inputs that multiply the images a request makes, as fal's endpoints document them:
 # num_images; Seedream's max_images ("up to" that many per generation: the emulator makes
-# the most); FASHN's num_samples; Omni Zero's number_of_images.
-_COUNT_FIELDS = ("num_images", "max_images", "num_samples", "number_of_images")
+# the most); FASHN's num_samples; Omni Zero's number_of_images; Bria's num_results; Qwen
+# Image Layered's num_layers (4 by default).
+_COUNT_FIELDS = ("num_images", "max_images", "num_samples", "number_of_images", "num_results",
+                 "num_layers")
+# Bria product shot: "num_results x 10 results when placement_type=automatic".
+_CHOICE_COUNTS = {("placement_type", "automatic"): 10}
 
 
 def _images_to_make(spec: EndpointSpec, params: dict) -> int:
@@ -290,9 +296,35 @@ def _images_to_make(spec: EndpointSpec, params: dict) -> int:
     count = 1
     for name in _COUNT_FIELDS:
         value = params.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
-            count *= value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 1:
+            count *= math.ceil(value)
+    for (name, choice), factor in _CHOICE_COUNTS.items():
+        if params.get(name) == choice:
+            count *= factor
     return count
+
+
+# fal's image_size presets, width x height.
+_SIZE_PRESETS = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
+                 "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768),
+                 "landscape_16_9": (1024, 576), "auto_2K": (2048, 2048), "auto_4K": (4096, 4096)}
+_MAX_SIDE = 4096
+
+
+def _output_size(params: dict, img: Image.Image) -> tuple[int, int] | None:
+    """The size a catalogue endpoint's arguments ask for: image_size (a preset or
+    {width, height}) or the input `img` times scale_factor; None to keep the op's size."""
+    size = params.get("image_size")
+    if isinstance(size, dict) and all(isinstance(size.get(k), (int, float)) for k in
+                                      ("width", "height")):
+        wanted = (size["width"], size["height"])
+    elif isinstance(size, str) and size in _SIZE_PRESETS:
+        wanted = _SIZE_PRESETS[size]
+    elif isinstance(params.get("scale_factor"), (int, float)) and params["scale_factor"] > 1:
+        wanted = (img.width * params["scale_factor"], img.height * params["scale_factor"])
+    else:
+        return None
+    return (max(1, min(_MAX_SIDE, round(wanted[0]))), max(1, min(_MAX_SIDE, round(wanted[1]))))
 
 
 def _payload_seed(payload: Any) -> int:
@@ -622,8 +654,19 @@ class EmulatorServer:
                 body["error"], body["error_type"] = job.error.message, job.error.error_type
         return body
 
+    def _bill(self, job: Job) -> None:
+        """Enter what fal bills for this job (once), for its result's header and the bill."""
+        if job.billable_units is not None or job.made is None:
+            return
+        params, files = job.made
+        run_s = time.monotonic() - (job.started or time.monotonic())
+        job.billable_units = billing.billable_units(job.spec.endpoint_id, params, files, run_s)
+        billing.bill(self.state, job.spec.endpoint_id, job.id, job.billable_units)
+
     def _result_response(self, job: Job) -> web.Response:
         headers = {"x-fal-request-id": job.id}
+        if job.billable_units is not None:   # fal's billed quantity for this request
+            headers["x-fal-billable-units"] = f"{job.billable_units:g}"
         if job.status != "COMPLETED":
             return _json({"detail": "Request is still in progress"}, 400, **headers)
         if job.error is not None:
@@ -665,6 +708,7 @@ class EmulatorServer:
     async def _run_job(self, job: Job) -> None:
         state = self.state
         acquired = False
+        work = None
         try:
             job.queue_until = time.monotonic() + state.queue_delay_s
             await asyncio.sleep(state.queue_delay_s)
@@ -686,6 +730,7 @@ class EmulatorServer:
                                    "Internal error in the application (injected)", "app_error")
             result = await work
             job.log("done")
+            self._bill(job)
             self._finish(job, result=result)
         except RequestError as exc:
             job.log(exc.message, "ERROR")
@@ -693,6 +738,8 @@ class EmulatorServer:
         except asyncio.CancelledError:
             self._finish(job, RequestError(400, {"detail": "Request was cancelled"},
                                            "Request was cancelled", "request_cancelled"))
+            if job.started is not None and work is not None:   # fal finishes it, and bills it
+                work.add_done_callback(lambda f: f.cancelled() or f.exception() or self._bill(job))
         except Exception as exc:  # a bug in an op should look like an app crash, not hang
             self._finish(job, RequestError(500, {"detail": f"Emulator error: {exc!r}"},
                                            str(exc), "app_error"))
@@ -733,14 +780,17 @@ class EmulatorServer:
         for i in range(_images_to_make(spec, params)):
             img = spec.op(images, params, seed + i, masks) if spec.from_catalogue else \
                 spec.op(images, params, seed + i)
-            if size:
-                img = img.resize(size, Image.Resampling.LANCZOS)
+            wanted = size or (_output_size(params, images[0] if images else img)
+                              if spec.from_catalogue else None)
+            if wanted and wanted != img.size:
+                img = img.resize(wanted, Image.Resampling.LANCZOS)
             if nsfw:  # fal blacks out flagged images
                 img = Image.new("RGB", img.size)
             flags.append(nsfw)
             files.append(self._store_output(job, img, fmt, params.get("sync_mode")))
         if job.outcome == "no_images":
             files, flags = [], []
+        job.made = (params, files)   # what fal bills: the images it made
         return self._build_output(spec, files, flags, seed, prompt, params, job, images)
 
     def _store_output(self, job: Job, img: Image.Image, fmt: str, sync_mode: bool) -> dict:
@@ -800,8 +850,13 @@ class EmulatorServer:
         if unknown:
             return _json({"error": {"type": "not_found",
                                     "message": f"Unknown endpoint: {unknown[0]}"}}, 404)
-        prices = [{"endpoint_id": e, "unit_price": PRICES[e][0], "unit": PRICES[e][1],
-                   "currency": "USD"} for e in (wanted or sorted(PRICES))]
+        return self._json_prices({e: PRICES[e] for e in (wanted or sorted(PRICES))})
+
+    @staticmethod
+    def _json_prices(quotes: dict) -> web.Response:
+        """fal's price list answer for {endpoint_id: (unit price, unit)}."""
+        prices = [{"endpoint_id": e, "unit_price": price, "unit": unit, "currency": "USD"}
+                  for e, (price, unit) in quotes.items()]
         return _json({"prices": prices, "next_cursor": None, "has_more": False})
 
     # --- emulator control ------------------------------------------------------

@@ -378,7 +378,13 @@ PRICES: dict[str, tuple[float, str]] = {
     "fal-ai/luma-photon/modify": (0.02, "megapixel"),
     "fal-ai/bytedance/seededit/v3/edit-image": (0.04, "image"),
     "fal-ai/flux-pro/kontext/max/multi": (0.09, "image"),
-    # Two catalogue endpoints, for fal Image Endpoint's estimate and spend guard.
+    # Catalogue endpoints, for fal Image Endpoint's estimate, spend guard and bill.
     "fal-ai/birefnet": (0.003, "image"),
     "fal-ai/bytedance/seedream/v4.5/edit": (0.04, "image"),
+    "fal-ai/fast-lcm-diffusion/image-to-image": (0.025, "megapixel"),   # image_size, num_images
+    "clarityai/crystal-upscaler": (0.016, "megapixel"),                 # scale_factor up to 200
+    "fal-ai/bria/product-shot": (0.04, "image"),            # num_results, automatic placement
+    "fal-ai/qwen-image-layered": (0.05, "image"),           # num_layers, 4 by default
+    "fal-ai/aura-sr": (0.0009, "second"),                   # billed per second it runs
+    "fal-ai/image-editing/cartoonify": (0.2, "units"),      # a vague unit
 }

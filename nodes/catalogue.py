@@ -217,7 +217,7 @@ MASK_SOCKET = "mask"
 def endpoint_for(endpoint_id: str):
     """The runtime's description of a catalogue endpoint (the same `Endpoint` the ten
     curated nodes are made of): where images go, where results are, NSFW flags."""
-    from .spec import RESULT_COUNT_FIELDS, Endpoint, ImageSlot, image_count
+    from .spec import CHOICE_COUNTS, RESULT_COUNT_FIELDS, Endpoint, ImageSlot, image_count
 
     item = entry(endpoint_id)
     if item is None:
@@ -251,5 +251,20 @@ def endpoint_for(endpoint_id: str):
                     output_field=output["images"], nsfw_field=output.get("nsfw"),
                     supports_sync_mode="sync_mode" in schema, image_slots=tuple(slots),
                     takes_arguments=True,
-                    count_fields=tuple((name, image_count(schema[name].get("default")))
-                                       for name in RESULT_COUNT_FIELDS if name in schema))
+                    count_fields=tuple(_count_field(name, schema[name])
+                                       for name in RESULT_COUNT_FIELDS if name in schema),
+                    count_choices=tuple((name, schema[name].get("default"), choice, factor)
+                                        for (name, choice), factor in CHOICE_COUNTS.items()
+                                        if choice in (schema.get(name) or {}).get("enum", ())))
+
+
+# A count input whose schema gives no maximum, when its value can't be read.
+COUNT_WITHOUT_MAXIMUM = 10
+
+
+def _count_field(name: str, schema: dict[str, Any]) -> tuple[str, int, int]:
+    """(name, what it counts when left out, what it counts when unreadable): fal's default,
+    else (no default) as much as it may be; its maximum when unreadable."""
+    from .spec import image_count
+    most = image_count(schema.get("max"), COUNT_WITHOUT_MAXIMUM)
+    return name, image_count(schema.get("default"), most), most

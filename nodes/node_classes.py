@@ -68,11 +68,13 @@ def endpoint_node(endpoint: Endpoint) -> type:
 def run_panel(outcome: RunOutcome) -> dict[str, list]:
     """What web/fal_edit.js shows on a fal node after a run; inline results (data URIs) are
     cut to their type. fal_items / fal_cost / fal_cached / fal_megapixels: the price badge's
-    real request count and this run's cost (cached items cost nothing)."""
+    real request count and this run's estimated cost (cached items cost nothing); fal_billed:
+    what fal billed (None where it sent no bill); fal_counted: what the ceilings counted."""
     shown = [u[:u.find(",") + 1] if u.startswith("data:") else u for u in outcome.urls]
     return {"fal_urls": shown, "fal_request_ids": list(outcome.request_ids),
             "fal_status": [outcome.status], "fal_items": [outcome.items],
             "fal_cost": [round(outcome.estimated_usd, 6)], "fal_cached": [outcome.cached_items],
+            "fal_billed": [outcome.billed_usd], "fal_counted": [outcome.counted_usd],
             "fal_megapixels": [outcome.megapixels]}
 
 
@@ -270,15 +272,18 @@ class FalSettingsNode:
 
 
 class FalSpend:
-    """This session's fal calls: what was billed, what the cache saved, the total."""
+    """This session's fal calls: what each was estimated at and what fal billed, what the
+    cache saved, the total."""
 
-    DESCRIPTION = ("Lists this ComfyUI session's fal calls — endpoint, request id, cached or "
-                   "billed, estimated cost — and the total. Runs every time the prompt runs.")
+    DESCRIPTION = ("Lists this ComfyUI session's fal requests — endpoint, request id, state, "
+                   "the estimate and what fal billed (its billable units × the unit price; "
+                   "'estimate' where fal sent no bill) — and the total, which counts fal's "
+                   "bill where it came, else the estimate. Runs every time the prompt runs.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING", "FLOAT")
     RETURN_NAMES = ("report", "total_usd")
-    OUTPUT_TOOLTIPS = ("One line per call, then the total.",
-                       "Estimated dollars billed this session.")
+    OUTPUT_TOOLTIPS = ("One line per request, then the total.",
+                       "Dollars this session: fal's bill where it came, else the estimate.")
     FUNCTION = "report"
     OUTPUT_NODE = True
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import math
 import threading
@@ -53,9 +54,11 @@ class PriceRule:
 
     Either `per_value`: the request buys that many units (num_images: fal bills every image
     it makes), or a `multiplier` on the unit price when the input's value is one of `equals`
-    or starts with `prefix` (Recraft's vector styles cost twice as much). The runtime
-    (estimate, ledger, spend guard) and the front end's badge (web/lib/price.js, from
-    GET /fal/prices) apply the same rules.
+    or starts with `prefix` (Recraft's vector styles cost twice as much; Bria's automatic
+    placement makes ten results). An input left out counts as `default` (fal's default,
+    None: the rule does not apply); a count that can't be read counts as `most`. The
+    runtime (estimate, ledger, spend guard) and the front end's badge (web/lib/price.js,
+    from GET /fal/prices) apply the same rules.
     """
     field: str
     per_value: bool = False
@@ -63,25 +66,34 @@ class PriceRule:
     equals: tuple[str, ...] = ()
     prefix: str = ""
     why: str = ""
+    default: Any = None
+    most: int = 1
 
     def matches(self, value: Any) -> bool:
         text = str(value)
         return text in self.equals or bool(self.prefix) and text.startswith(self.prefix)
 
+    def value_in(self, payload: Mapping[str, Any]) -> Any:
+        return payload.get(self.field, self.default)
+
     def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field}
         if self.per_value:
-            return {"field": self.field, "per_value": True, "why": self.why}
-        out: dict[str, Any] = {"field": self.field, "multiplier": self.multiplier, "why": self.why}
+            out.update(per_value=True, why=self.why, most=self.most)
+        else:
+            out.update(multiplier=self.multiplier, why=self.why)
         if self.equals:
             out["equals"] = list(self.equals)
         if self.prefix:
             out["prefix"] = self.prefix
+        if self.default is not None:
+            out["default"] = self.default
         return out
 
 
 # Every endpoint: fal bills each image a request makes.
 COMMON_PRICE_RULES: tuple[PriceRule, ...] = (
-    PriceRule("num_images", per_value=True, why="images per request"),
+    PriceRule("num_images", per_value=True, why="images per request", default=1, most=4),
 )
 # Endpoints whose price depends on an input, by endpoint id (fal's model pages).
 PRICE_RULES: dict[str, tuple[PriceRule, ...]] = {
@@ -93,29 +105,36 @@ PRICE_RULES: dict[str, tuple[PriceRule, ...]] = {
 
 
 def price_rules(endpoint_id: str) -> tuple[PriceRule, ...]:
-    return COMMON_PRICE_RULES + _count_rules(endpoint_id) + PRICE_RULES.get(endpoint_id, ())
+    return _count_rules(endpoint_id) + PRICE_RULES.get(endpoint_id, ())
 
 
 @functools.lru_cache(maxsize=None)
 def _count_rules(endpoint_id: str) -> tuple[PriceRule, ...]:
-    """An endpoint that returns a list of images: its other inputs that multiply the
-    images it makes (Endpoint.count_fields: Seedream's max_images, FASHN's num_samples)
-    multiply what fal bills, like num_images. (All default to 1 on such endpoints, so an
-    input left out counts 1, as the rules do.) The ten nodes' endpoints are described
-    without the catalogue, which is then not read for them."""
+    """An endpoint that returns a list of images: every input that multiplies the images it
+    makes (Endpoint.count_fields: num_images, Seedream's max_images, Bria's num_results,
+    Qwen Image Layered's num_layers, ...; Endpoint.count_choices: Bria's automatic
+    placement) multiplies what fal bills, an input left out counting as fal's default.
+    The ten nodes' endpoints are described without the catalogue, which is then not read
+    for them."""
+    endpoint = _endpoint(endpoint_id)
+    if endpoint is None or endpoint.output_field != "images":
+        return COMMON_PRICE_RULES
+    counts = tuple(PriceRule(name, per_value=True, why="images per request", default=default,
+                             most=most) for name, default, most in endpoint.count_fields)
+    choices = tuple(PriceRule(name, multiplier=float(factor), equals=(choice,), default=default,
+                              why=f"{name} {choice}: {factor} results")
+                    for name, default, choice, factor in endpoint.count_choices)
+    return counts + choices
+
+
+def _endpoint(endpoint_id: str):
     from . import catalogue
     from .endpoints import BY_ENDPOINT
 
     endpoint = BY_ENDPOINT.get(endpoint_id)
-    if endpoint is None:
-        if catalogue.entry(endpoint_id) is None:
-            return ()
+    if endpoint is None and catalogue.entry(endpoint_id) is not None:
         endpoint = catalogue.endpoint_for(endpoint_id)
-    if endpoint.output_field != "images":
-        return ()
-    common = {rule.field for rule in COMMON_PRICE_RULES}
-    return tuple(PriceRule(name, per_value=True, why="images per request")
-                 for name, _ in endpoint.count_fields if name not in common)
+    return endpoint
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,9 @@ class Estimate:
     def describe(self) -> str:
         if self.price is None:
             return "price unknown"
+        if self.price.source == "learned":
+            return (f"≈ ${self.total:.3f} · {self.units:g} request × the ${self.price.unit_price:g} "
+                    f"fal last billed for these inputs ({self.price.note})")
         if self.price.source == "assumed":
             return (f"{self.price.note}: counted as ≈ ${self.total:.3f} "
                     f"(${self.price.unit_price:g} an image) against the spend limits")
@@ -189,35 +211,107 @@ class Estimate:
 
 def request_price(endpoint_id: str, payload: Mapping[str, Any], megapixels: float,
                   per_megapixel: bool) -> tuple[float, float, str]:
-    """One request -> (units fal bills, multiplier on the unit price, why it differs)."""
+    """One request -> (units fal bills, multiplier on the unit price, why it differs).
+    `megapixels`: the request's first input image (0 when it is given by URL)."""
+    from .spec import image_count
+
     units, multiplier, why = 1.0, 1.0, []
     for rule in price_rules(endpoint_id):
-        if rule.field not in payload:
+        value = rule.value_in(payload)
+        if value is None and rule.field not in payload:
             continue
-        value = payload[rule.field]
         if rule.per_value:
-            try:
-                units *= max(1, int(value))
-            except (TypeError, ValueError):
-                pass
+            units *= image_count(value, rule.most)
         elif rule.matches(value):
             multiplier *= rule.multiplier
             why.append(rule.why or f"{rule.field} {value}")
     if per_megapixel:
-        # fal bills the output's megapixels; an edit's output is about its input's size.
-        units *= max(megapixels, 0.01)
+        # fal bills each image's megapixels, rounded up to a whole one (fal's pricing
+        # pages), of the output: sized by the arguments where they set it.
+        units *= max(1, math.ceil(output_megapixels(endpoint_id, payload, megapixels) - 1e-9))
     return units, multiplier, ", ".join(why)
 
 
+# fal's image_size presets (fal's ImageSize enum and Seedream's auto sizes), width x height.
+IMAGE_SIZE_PRESETS: dict[str, tuple[int, int]] = {
+    "square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576),
+    "auto_2K": (2048, 2048), "auto_4K": (4096, 4096),
+}
+# An output size that can't be read (an unknown preset, a malformed object): the largest
+# fal's image endpoints make.
+LARGEST_OUTPUT = (4096, 4096)
+# An input image given by URL in `arguments`: its size is not known before the run.
+URL_IMAGE_MEGAPIXELS = LARGEST_OUTPUT[0] * LARGEST_OUTPUT[1] / 1e6
+# Inputs that scale the output from the input: crystal-upscaler's scale_factor (up to
+# 200), aura-sr's upscale_factor, esrgan's scale...
+SCALE_FIELDS = ("scale_factor", "upscale_factor", "upscaling_factor", "scale")
+# `resolution` choices (nano-banana's 1K/2K/4K, chrono-edit's 480p/720p, Bria's 1MP/4MP).
+_RESOLUTION = {"k": lambda n: (n * 1024) ** 2, "p": lambda n: n * n * 16 / 9,
+               "mp": lambda n: n * 1e6}
+
+
+def output_megapixels(endpoint_id: str, payload: Mapping[str, Any],
+                      input_megapixels: float) -> float:
+    """The megapixels of each image one request makes: `image_size` (a preset or
+    {width, height}) or `resolution` where the arguments (or fal's defaults) set it, else
+    the input's size times any scale factor squared."""
+    given = {**_size_defaults(endpoint_id), **payload}
+    size = given.get("image_size")
+    if size is not None:
+        if isinstance(size, Mapping):
+            width, height = size.get("width"), size.get("height")
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) and
+                   math.isfinite(v) and v > 0 for v in (width, height)):
+                return width * height / 1e6
+        width, height = IMAGE_SIZE_PRESETS.get(str(size), LARGEST_OUTPUT)
+        return width * height / 1e6
+    resolution = given.get("resolution")
+    if isinstance(resolution, str):
+        text = resolution.strip().lower()
+        for suffix, pixels in _RESOLUTION.items():
+            number = text[:-len(suffix)]
+            if text.endswith(suffix) and number.replace(".", "", 1).isdigit():
+                return max(pixels(float(number)) / 1e6, input_megapixels)
+    megapixels = input_megapixels if input_megapixels > 0 else URL_IMAGE_MEGAPIXELS
+    for name in SCALE_FIELDS:
+        factor = given.get(name)
+        if isinstance(factor, (int, float)) and not isinstance(factor, bool) and \
+                math.isfinite(factor) and factor > 1:
+            megapixels *= factor * factor
+    return megapixels
+
+
+@functools.lru_cache(maxsize=None)
+def _size_defaults(endpoint_id: str) -> dict[str, Any]:
+    """fal's defaults of a catalogue endpoint's size inputs (what it makes when they are
+    left out)."""
+    from . import catalogue
+    from .endpoints import BY_ENDPOINT
+    if endpoint_id in BY_ENDPOINT:
+        return {}
+    entry = catalogue.entry(endpoint_id)
+    if entry is None:
+        return {}
+    return {name: field["default"] for name, field in entry["input"].items()
+            if name in ("image_size", "resolution", *SCALE_FIELDS) and
+            field.get("default") is not None}
+
+
 class PriceBook:
-    """Unit prices by endpoint id, from fal when fresh, else the shipped table."""
+    """Unit prices by server and endpoint id: from fal (or the owner's own server in its
+    place) when fresh, else the shipped table. Prices are only ever asked of the owner's
+    default destination (never of a server a workflow picked, even an allowed one), and
+    kept under that server's name: a quote from one server never prices requests to
+    another. A price of 0, negative or not finite is refused (it would switch the guard
+    off)."""
 
     def __init__(self) -> None:
-        self._prices: dict[str, Price] = {}
-        self._fetched_at = 0.0
+        self._prices: dict[str, dict[str, Price]] = {}     # server name -> endpoint -> price
+        self._fetched_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._loaded_disk = False
-        self._asked: set[str] = set()      # catalogue endpoints whose price was asked for
+        self._asked: set[tuple[str, str]] = set()   # (server, catalogue endpoint) asked for
 
     def path(self) -> Path | None:
         """Where the local-files store keeps the price book."""
@@ -234,22 +328,38 @@ class PriceBook:
             data = state.store().read_doc("prices")
             if data is None:
                 return
+            server = str(data["server"])
             prices = {k: Price(_unit_price(v["unit_price"]), str(v["unit"]), "fal")
                       for k, v in data["prices"].items()}
             with self._lock:
-                self._prices.update(prices)
-                self._fetched_at = float(data["fetched_at"])
+                self._prices.setdefault(server, {}).update(prices)
+                self._fetched_at[server] = float(data["fetched_at"])
         except (OSError, ValueError, KeyError, TypeError, state.StateUnavailable):
             pass
 
-    def fresh(self) -> bool:
-        self._load_disk()
-        return time.time() - self._fetched_at < PRICE_TTL_S
+    @staticmethod
+    def _server(server: Any = None) -> str:
+        """A server's name (egress.Destination.name); None: the owner's default (reads the
+        owner's settings: call it off the loop)."""
+        from . import egress
+        if server is None:
+            try:
+                return egress.owner_default().name
+            except egress.EgressRefused:
+                return egress.FAL.name
+        return server if isinstance(server, str) else server.name
 
-    def price(self, endpoint_id: str) -> Price | None:
+    def fresh(self, server: Any = None) -> bool:
+        self._load_disk()
+        name = self._server(server)
+        return time.time() - self._fetched_at.get(name, 0.0) < PRICE_TTL_S
+
+    def price(self, endpoint_id: str, server: Any = None) -> Price | None:
+        """The price of `endpoint_id` as `server` (a Destination or its name; None: the
+        owner's default) quoted it, else the shipped one, else None."""
         self._load_disk()
         with self._lock:
-            found = self._prices.get(endpoint_id)
+            found = self._prices.get(self._server(server), {}).get(endpoint_id)
         if found is not None:
             return found
         if endpoint_id in FALLBACK_PRICES:
@@ -257,19 +367,20 @@ class PriceBook:
             return Price(unit_price, unit, "fallback")
         return None
 
-    def table(self) -> dict[str, dict[str, Any]]:
+    def table(self, server: Any = None) -> dict[str, dict[str, Any]]:
         """Every known price, for the front end's badges (the ten nodes' endpoints and any
-        catalogue endpoint fal's price list answered for)."""
+        catalogue endpoint the price list answered for)."""
         from .endpoints import ENDPOINTS
         self._load_disk()
+        name = self._server(server)
         with self._lock:
-            fetched = list(self._prices)
+            fetched = list(self._prices.get(name, {}))
         out = {}
         for endpoint_id in dict.fromkeys([e.endpoint_id for e in ENDPOINTS] + fetched):
-            price = self.price(endpoint_id)
+            price = self.price(endpoint_id, name)
             if price is not None:
                 out[endpoint_id] = {"unit_price": price.unit_price, "unit": price.unit,
-                                    "source": price.source,
+                                    "source": price.source, "countable": price.countable,
                                     "rules": [r.as_json() for r in price_rules(endpoint_id)]}
         return out
 
@@ -279,40 +390,31 @@ class PriceBook:
         """Fetch prices from fal's Platform API (or the owner's server in its place:
         `destination`, an egress.Destination or a server URL); on any failure keep what
         we have and log one warning."""
-        from . import egress
         from .endpoints import ENDPOINTS
-        from .fal_transport import http_client, tls_context
-        if destination is None or isinstance(destination, str):
-            destination = egress.Destination("server", egress.normalize(destination)) \
-                if destination else egress.FAL
+        destination = _as_destination(destination)
         ids = endpoint_ids or [e.endpoint_id for e in ENDPOINTS]
-        headers = {"Authorization": f"Key {key}"} if key and destination.sends_key else {}
         try:
-            await asyncio.to_thread(tls_context)   # read from disk the first time: off the loop
-            async with http_client(timeout=timeout,
-                                   transport=egress.egress_transport(destination)) as http:
-                response = await http.get(FAL_PRICING_URL, headers=headers,
-                                          params=[("endpoint_id", i) for i in ids])
-                response.raise_for_status()
-                rows = response.json().get("prices", [])
+            rows = await _price_rows(key, destination, ids, timeout)
             prices = {str(row["endpoint_id"]): Price(_unit_price(row["unit_price"]),
                                                      str(row["unit"]), "fal")
                       for row in rows}
         except Exception as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
-            why = "a price that is negative or not a number" if isinstance(exc, BadPrice) \
+            why = "a price that is 0, negative or not a number" if isinstance(exc, BadPrice) \
                 else type(exc).__name__ + (f" HTTP {status}" if status else "")
             log.warning("fal prices could not be fetched from %s (%s); using the prices shipped "
                         "with the pack (%s), marked as estimates, and trying again in %d "
                         "minutes", destination.label, why, FALLBACK_DATE, PRICE_RETRY_S // 60)
             return False
+        server = destination.name
         with self._lock:
-            self._prices.update(prices)
-            self._fetched_at = time.time()
+            self._prices.setdefault(server, {}).update(prices)
+            self._fetched_at[server] = time.time()
+            fetched_at = self._fetched_at[server]
         from . import state
         try:   # off the loop: this may run on ComfyUI's own
             await asyncio.to_thread(lambda: state.store().write_doc("prices", {
-                "fetched_at": self._fetched_at,
+                "server": server, "fetched_at": fetched_at,
                 "prices": {k: {"unit_price": v.unit_price, "unit": v.unit}
                            for k, v in prices.items()}}))
         except (OSError, state.StateUnavailable):
@@ -322,40 +424,63 @@ class PriceBook:
     async def fetch_one(self, key: str | None, destination: Any, endpoint_id: str,
                         timeout: float = FETCH_TIMEOUT_S) -> Price | None:
         """The price of one catalogue endpoint (fal Image Endpoint), asked once per session
-        (from fal, or the owner's server in its place: `destination`, as in refresh) and
-        kept in memory beside the table; None when the price list has none."""
-        from . import egress
-        from .fal_transport import http_client, tls_context
+        of `destination` (fal, or the owner's server in its place: the caller passes the
+        owner's default, never a server a workflow picked) and kept under its name beside
+        the table; None when the price list has none (or quotes one that is refused)."""
+        destination = _as_destination(destination)
+        server = destination.name
         with self._lock:
-            if endpoint_id in self._asked:
-                return self._prices.get(endpoint_id)
-            self._asked.add(endpoint_id)
-        headers = {"Authorization": f"Key {key}"} if key and destination.sends_key else {}
+            if (server, endpoint_id) in self._asked:
+                return self._prices.get(server, {}).get(endpoint_id)
+            self._asked.add((server, endpoint_id))
         try:
-            await asyncio.to_thread(tls_context)
-            async with http_client(timeout=timeout,
-                                   transport=egress.egress_transport(destination)) as http:
-                response = await http.get(FAL_PRICING_URL, headers=headers,
-                                          params=[("endpoint_id", endpoint_id)])
-                response.raise_for_status()
-                rows = response.json().get("prices", [])
+            rows = await _price_rows(key, destination, [endpoint_id], timeout)
             found = [Price(_unit_price(row["unit_price"]), str(row["unit"]), "fal")
                      for row in rows if row.get("endpoint_id") == endpoint_id]
+        except asyncio.CancelledError:
+            with self._lock:          # not answered: the next run asks again
+                self._asked.discard((server, endpoint_id))
+            raise
         except Exception as exc:
             log.info("no fal price for %s (%s)", endpoint_id, type(exc).__name__)
             return None
         if not found:
             return None
         with self._lock:
-            self._prices[endpoint_id] = found[0]
+            self._prices.setdefault(server, {})[endpoint_id] = found[0]
         return found[0]
 
     def clear(self) -> None:
         with self._lock:
             self._prices.clear()
             self._asked.clear()
-            self._fetched_at = 0.0
+            self._fetched_at.clear()
             self._loaded_disk = False
+
+
+def _as_destination(destination: Any):
+    from . import egress
+    if destination is None or isinstance(destination, str):
+        return egress.Destination("server", egress.normalize(destination)) \
+            if destination else egress.FAL
+    return destination
+
+
+async def _price_rows(key: str | None, destination: Any, endpoint_ids: list[str],
+                      timeout: float) -> list[dict[str, Any]]:
+    """fal's price list rows for `endpoint_ids`, from `destination` (the key only where the
+    destination takes one)."""
+    from . import egress
+    from .fal_transport import http_client, tls_context
+    headers = {"Authorization": f"Key {key}"} if key and destination.sends_key else {}
+    await asyncio.to_thread(tls_context)   # read from disk the first time: off the loop
+    async with http_client(timeout=timeout,
+                           transport=egress.egress_transport(destination)) as http:
+        response = await http.get(FAL_PRICING_URL, headers=headers,
+                                  params=[("endpoint_id", i) for i in endpoint_ids])
+        response.raise_for_status()
+        rows = response.json().get("prices", [])
+    return [row for row in rows if isinstance(row, dict)]
 
 
 class BadPrice(ValueError):
@@ -363,12 +488,12 @@ class BadPrice(ValueError):
 
 
 def _unit_price(value: Any) -> float:
-    """A unit price as fal sends it; BadPrice for one that is negative or not finite (a
+    """A unit price as fal sends it; BadPrice for one that is 0, negative or not finite (a
     price of 0 would switch the spend guard off; NaN would never trip it)."""
     if isinstance(value, bool):
         raise BadPrice(value)
     price = float(value)
-    if not math.isfinite(price) or price < 0:
+    if not math.isfinite(price) or price <= 0:
         raise BadPrice(value)
     return price
 
@@ -410,7 +535,7 @@ class PriceRefresh:
         if self.running():
             assert self.task is not None
             return self.task if self.task.get_loop() is loop else None
-        if not force and (prices.fresh() or self.backing_off()):
+        if not force and (prices.fresh(destination or None) or self.backing_off()):
             return None
         if not key and getattr(destination, "sends_key", True):
             if not self.no_key_logged:
@@ -588,6 +713,56 @@ def billed_text(entry: LedgerEntry) -> str:
     return f"{entry.billed_usd:.4f}" if entry.billed_usd is not None else "estimate"
 
 
+# Inputs that don't change what a request costs: left out of a learned cost's inputs.
+UNPRICED_INPUTS = ("seed", "sync_mode", "prompt", "negative_prompt", "enable_safety_checker",
+                   "output_format")
+
+
+def cost_inputs(payload: Mapping[str, Any]) -> str:
+    """The inputs a learned cost is kept under: the payload without its images (they are
+    added later) and the inputs that don't change the price, as canonical JSON."""
+    kept = {k: v for k, v in payload.items() if k not in UNPRICED_INPUTS}
+    return json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class LearnedCosts:
+    """The last cost fal billed for one request of an endpoint with given inputs, per
+    server: what an endpoint billed per second or in a vague unit costs, learned from its
+    runs (the badge shows it, marked as such; the guard counts it instead of the
+    conservative UNPRICED once it exists)."""
+
+    MAX_PER_ENDPOINT = 20
+
+    def __init__(self) -> None:
+        self._costs: dict[tuple[str, str], dict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def note(self, endpoint_id: str, payload: Mapping[str, Any], usd: float,
+             server: str) -> None:
+        with self._lock:
+            rows = self._costs.setdefault((server, endpoint_id), {})
+            rows.pop(cost_inputs(payload), None)
+            rows[cost_inputs(payload)] = usd
+            while len(rows) > self.MAX_PER_ENDPOINT:
+                rows.pop(next(iter(rows)))
+
+    def last(self, endpoint_id: str, payload: Mapping[str, Any], server: str) -> float | None:
+        with self._lock:
+            return self._costs.get((server, endpoint_id), {}).get(cost_inputs(payload))
+
+    def table(self, server: str) -> dict[str, list[dict[str, Any]]]:
+        """{endpoint: [{"inputs": {...}, "usd": last billed for one request}]} for the badges."""
+        with self._lock:
+            return {endpoint: [{"inputs": json.loads(inputs), "usd": usd}
+                               for inputs, usd in rows.items()]
+                    for (where, endpoint), rows in self._costs.items() if where == server}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._costs.clear()
+
+
 prices = PriceBook()
 price_refresh = PriceRefresh()
 ledger = Ledger()
+learned = LearnedCosts()

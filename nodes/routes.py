@@ -12,7 +12,9 @@ logs a key.
                                   result: "valid" | "rejected" | "unreachable"
     GET    /fal/prices            -> {"prices": {endpoint_id: {unit_price, unit, source}},
                                       "fresh", "fallback_date", "refreshing", "nodes"}
-    GET    /fal/spend             -> {"entries": [...], "total", "billed", "cached", "report"}
+    GET    /fal/spend             -> {"entries": [...], "total", "billed_total", "estimated_total",
+                                      "billed", "with_bill", "cached", "report"}; an entry has
+                                      estimated_usd and billed_usd (None until fal's bill)
     GET    /fal/server-settings   -> {"allowed_servers": [url, ...], "proxy_url",
                                       "max_usd_per_prompt", "max_usd_per_day", "cache_max_gb",
                                       "spent_today"}
@@ -327,6 +329,9 @@ def _prices_answer() -> dict[str, Any]:
     fresh = pricing.prices.fresh()
     return {
         "prices": pricing.prices.table(),
+        # What fal last billed for one request of an endpoint with given inputs, where its
+        # unit can't be counted before a run (per second, a vague unit).
+        "learned": pricing.learned.table(pricing.PriceBook._server()),
         "fresh": fresh,
         "fallback_date": pricing.FALLBACK_DATE,
         "refreshing": price_refresh.running(),
@@ -383,8 +388,11 @@ async def schedule_price_lookups(endpoint_ids: list[str]) -> list[asyncio.Task]:
 
 
 def _spend_answer() -> dict[str, Any]:
+    """The ledger for the spend view: each request's estimate and, once fal's bill came,
+    what fal billed (None: the estimate counts), its state, and fal's queue and run times
+    when known."""
     from .endpoints import BY_ENDPOINT
-    from .pricing import ledger
+    from .pricing import entry_state, ledger
     rows = ledger.entries()
     entries = [{
         "endpoint": e.endpoint_id,
@@ -393,13 +401,22 @@ def _spend_answer() -> dict[str, Any]:
         "request_id": e.request_id,
         "cached": e.cached,
         "estimated_usd": 0.0 if e.cached else round(e.estimated_usd, 6),
+        "billed_usd": None if e.billed_usd is None else round(e.billed_usd, 6),
+        "billed_units": e.billed_units,
+        "state": entry_state(e),
+        "queue_s": e.queue_s,
+        "run_s": e.run_s,
         "prompt_id": e.prompt_id,
         "at": e.at,
     } for e in rows]
+    sent = [e for e in rows if not e.cached]
     return {
         "entries": entries,
         "total": round(ledger.spent(), 6),
-        "billed": sum(1 for e in rows if not e.cached),
+        "billed_total": round(sum(e.billed_usd for e in sent if e.billed_usd is not None), 6),
+        "estimated_total": round(sum(e.estimated_usd for e in sent if e.billed_usd is None), 6),
+        "billed": len(sent),
+        "with_bill": sum(1 for e in sent if e.billed_usd is not None),
         "cached": sum(1 for e in rows if e.cached),
         "report": ledger.report(),
     }

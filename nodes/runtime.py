@@ -36,7 +36,8 @@ from .endpoints import Endpoint
 from .errors import FalNodeError, redact
 from .fal_transport import close_fal_client, fal_client_for_run, http_client, tls_context
 from .host import host
-from .pricing import LedgerEntry, estimate, ledger, price_for_guard, price_refresh, prices
+from .pricing import (Estimate, LedgerEntry, Price, estimate, learned, ledger, price_for_guard, price_refresh,
+                      prices)
 from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, resolve_key
 from .spec import InputProblem
 from .stages.plan import WorkItem, build_payload, plan_items, with_image_urls
@@ -60,6 +61,9 @@ LEASE_S = 10.0
 LEASE_POLL_S = 0.2
 # This worker, as the holder of leases (host, process, and a random part for restarts).
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+# The longest a run waits for a catalogue endpoint's price (within its own timeout_s): a
+# price list that drips its answer must not hold the node.
+PRICE_LOOKUP_S = 10.0
 
 
 @dataclass
@@ -74,6 +78,8 @@ class RunOutcome:
     items: int = 0                   # fal requests this run needed (cached ones included)
     cached_items: int = 0
     megapixels: float = 0.0          # input megapixels per request, on average
+    billed_usd: float | None = None  # what fal billed (x-fal-billable-units); None: no bill came
+    counted_usd: float = 0.0         # what counts against the ceilings: billed, else estimated
     masks: torch.Tensor | None = None      # catalogue endpoints: 1 - alpha per image
     results: list[dict] | None = None      # catalogue endpoints: answers without images
 
@@ -99,6 +105,8 @@ class Run:
         self.queue: FalQueue | None = None
         self.results: ResultFiles | None = None
         self.cost = estimate(endpoint.endpoint_id, [], None)
+        self.unit_price = None           # the endpoint's price as fal (or the owner's server) quotes it
+        self._per_item: dict[int, float] = {}   # each pending item's estimate, by index
 
     # the run, top to bottom -----------------------------------------------
     async def execute(self, payload: dict[str, Any], image_inputs: list[Any]) -> RunOutcome:
@@ -127,10 +135,16 @@ class Run:
 
         pending = await self._answer_from_cache()
         if pending and self.endpoint.takes_arguments and \
-                prices.price(self.endpoint.endpoint_id) is None:
+                prices.price(self.endpoint.endpoint_id, self.owner_default) is None:
             # A catalogue endpoint's price is asked for on first use: the estimate, the
-            # spend guard and the ledger then cover it like the ten nodes' endpoints.
-            await prices.fetch_one(self.key, self.destination, self.endpoint.endpoint_id)
+            # spend guard and the ledger then cover it like the ten nodes' endpoints. Only
+            # of fal or the owner's own server (never of one a workflow picked), under the
+            # run's deadline and its Cancel.
+            try:
+                await self._watching(within(self._fetch_price(), min(
+                    self.settings.timeout_s, PRICE_LOOKUP_S)))
+            except asyncio.TimeoutError:   # a price list that answers too slowly: counted as
+                pass                       # unpriced (pricing.UNPRICED) below
         self.cost = self._estimate(pending)
         # Off the loop: the owner's ceilings and today's spend are files, or on Redis.
         self.hold = await asyncio.to_thread(ledger.hold_if, self.prompt_id, self.cost.total,
@@ -177,11 +191,49 @@ class Run:
                 pending.append(item)
         return pending
 
+    async def _fetch_price(self) -> None:
+        default = self.owner_default
+        key = self.key if default == self.destination else \
+            await asyncio.to_thread(_key_for, default, self.settings)
+        await prices.fetch_one(key, default, self.endpoint.endpoint_id)
+
+    async def _watching(self, work) -> Any:
+        """Await `work`, stopping it when the user presses Cancel (ComfyUI's interrupt)."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait([task], timeout=WATCH_S)
+                if done:
+                    return task.result()
+                if host.interrupted():
+                    raise _InterruptRequested()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
     def _estimate(self, pending: list[WorkItem]):
         # The payload, not only the count: the price rules read its inputs (num_images, style).
         asked = [(i.payload, i.megapixels) for i in pending]
-        price = price_for_guard(prices.price(self.endpoint.endpoint_id))   # always counted
-        return estimate(self.endpoint.endpoint_id, asked, price, len(self.items) - len(pending))
+        # Prices from fal or the owner's own server only: what the run's server quotes
+        # never prices anything.
+        self.unit_price = prices.price(self.endpoint.endpoint_id, self.owner_default)
+        price = price_for_guard(self.unit_price)   # always counted
+        cached = len(self.items) - len(pending)
+        if price.source == "assumed" and pending:
+            # Billed per second or in a vague unit (or unpriced): once fal has billed these
+            # inputs, the last bill counts instead of the conservative UNPRICED.
+            costs = [learned.last(self.endpoint.endpoint_id, i.payload, self.owner_default.name)
+                     for i in pending]
+            if all(c is not None for c in costs):
+                self._per_item = {i.index: c for i, c in zip(pending, costs)}
+                return Estimate(round(sum(costs), 6), len(costs),
+                                Price(max(costs), "request", "learned", "marked: last billed"),
+                                cached)
+        self._per_item = {i.index: estimate(self.endpoint.endpoint_id,
+                                            [(i.payload, i.megapixels)], price).total
+                          for i in pending}
+        return estimate(self.endpoint.endpoint_id, asked, price, cached)
 
     def _guard_spend(self, requests: int) -> None:
         """Fail before any upload when this node would take spending past a limit: the
@@ -399,8 +451,11 @@ class Run:
 
     # the ledger: a request counts from the moment it is sent -------------------
     def _request_estimate(self, item: WorkItem) -> float:
+        """One request's estimate, as the run's estimate counted it."""
+        if item.index in self._per_item:
+            return self._per_item[item.index]
         return estimate(self.endpoint.endpoint_id, [(item.payload, item.megapixels)],
-                        self.cost.price).total
+                        price_for_guard(self.unit_price)).total
 
     async def _on_sent(self, item: WorkItem) -> None:
         """A submit is about to go out: from now on fal may bill it, whatever becomes of
@@ -437,11 +492,18 @@ class Run:
         entry.request_id = item.request_id or entry.request_id
         entry.queue_s, entry.run_s = getattr(item, "queue_s", None), getattr(item, "run_s", None)
         before = entry.counted_usd
+        unit_price = self.unit_price.unit_price if self.unit_price is not None else None
         if item.result is not None:
             most = self.endpoint.most_images(item.payload)
             came = min(len(item.result.urls), most)
             entry.estimated_usd = round(entry.estimated_usd * came / most, 6)
-        item.cost = sum(c.counted_usd for c in item.charges)
+        if item.billed_units is not None and unit_price is not None:
+            # fal's bill: its billable units times the endpoint's unit price.
+            entry.billed_units = item.billed_units
+            entry.billed_usd = round(item.billed_units * unit_price, 6)
+            learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
+                         self.owner_default.name)
+        item.cost = sum(c.estimated_usd for c in item.charges)
         if entry.counted_usd != before:
             try:
                 await asyncio.to_thread(state.store().charge, None, entry.counted_usd - before)
@@ -461,6 +523,10 @@ class Run:
                             f"${self.cost.total:.3f} if it had made all it was allowed)")
             else:
                 summary += " · " + self.cost.describe()
+        charges = [c for i in self.items for c in i.charges]
+        billed = [c.billed_usd for c in charges if c.billed_usd is not None]
+        if charges:
+            summary += " · " + billed_phrase(sum(billed), len(billed), len(charges))
         if cached:
             summary += f" · {cached} of {total} from cache (no charge)"
         request_ids = [i.result.request_id or "" for i in self.items if i.result]
@@ -468,7 +534,9 @@ class Run:
             images, first_seed if first_seed is not None else -1, urls, request_ids, notes,
             status="\n".join([summary] + notes), estimated_usd=spent, items=total,
             cached_items=cached,
-            megapixels=round(sum(i.megapixels for i in self.items) / total, 4))
+            megapixels=round(sum(i.megapixels for i in self.items) / total, 4),
+            billed_usd=round(sum(billed), 6) if billed else None,
+            counted_usd=round(sum(c.counted_usd for c in charges), 6))
 
     def status_text(self, final: str | None = None) -> str:
         total = len(self.items)
@@ -507,13 +575,36 @@ class Run:
         return FalNodeError(sentence.replace("..", "."))
 
 
+def billed_phrase(billed_usd: float, billed: int, sent: int) -> str:
+    """What fal billed, beside the estimate: "billed $0.060 by fal", or which part of the
+    requests fal's bill covers; "estimate" where fal sent none."""
+    if not billed:
+        return "billed: estimate (fal sent no bill)"
+    if billed == sent:
+        return f"billed ${billed_usd:.3f} by fal"
+    return (f"billed ${billed_usd:.3f} by fal for {billed} of {sent} requests (the rest: "
+            f"estimate)")
+
+
 def _destinations(base_url: str) -> tuple[egress.Destination, egress.Destination]:
     """(where this run goes, where the owner sends runs that name no server). Reads the
     owner's settings; run in a worker thread, which also reads what the run needs from disk
     the first time (the price file, the TLS certificates), so the loop never waits on it."""
-    prices.fresh()
+    default = egress.owner_default()
+    prices.fresh(default)
     tls_context()
-    return egress.resolve(base_url), egress.owner_default()
+    return egress.resolve(base_url), default
+
+
+def _key_for(destination: egress.Destination, settings: FalSettings) -> str | None:
+    """The key to ask `destination` (the owner's default) for a price: none through a
+    proxy; the run's key otherwise, if it has one (read from the key file: a worker thread)."""
+    if not destination.sends_key:
+        return None
+    try:
+        return resolve_key(settings.key)
+    except MissingKey:
+        return None
 
 
 def _let_go(day_hold: str | None) -> None:

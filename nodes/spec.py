@@ -21,15 +21,24 @@ MATCH_INPUT = "match input"
 SEED_MAX = 2**31 - 1
 # Inputs that multiply how many images one request returns (and fal bills): num_images on
 # most endpoints; Seedream's max_images (up to that many per generation, fal's docs),
-# FASHN's num_samples, Omni Zero's number_of_images.
-RESULT_COUNT_FIELDS = ("num_images", "max_images", "num_samples", "number_of_images")
+# FASHN's num_samples, Omni Zero's number_of_images, Bria's num_results, Qwen Image
+# Layered's num_layers (one image per layer, 4 by default).
+RESULT_COUNT_FIELDS = ("num_images", "max_images", "num_samples", "number_of_images",
+                       "num_results", "num_layers")
 # Of those, the ones that say "up to": the answer may hold fewer.
 UP_TO_COUNT_FIELDS = ("max_images",)
+# Choices that multiply the images a request makes: Bria product shot's automatic placement
+# makes num_results x 10 results (its schema's description).
+CHOICE_COUNTS = {("placement_type", "automatic"): 10}
 
 
-def image_count(value: Any) -> int:
-    """A count input's value (num_images...), or 1 when it is not a positive int."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+def image_count(value: Any, unknown: int = 1) -> int:
+    """A count input's value (num_images...): a whole number, also when sent as 4.0 (fal
+    reads it as 4); a fraction counts up; `unknown` for anything else (the field's most)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value <= 0:
+        return unknown
+    return max(1, math.ceil(value - 1e-9))
 
 
 class InputProblem(ValueError):
@@ -229,8 +238,11 @@ class Endpoint:
     # their alpha (for the mask output) and their other JSON fields.
     image_slots: tuple[ImageSlot, ...] = ()
     takes_arguments: bool = False
-    # This endpoint's RESULT_COUNT_FIELDS, each with fal's default.
-    count_fields: tuple[tuple[str, int], ...] = (("num_images", 1),)
+    # This endpoint's RESULT_COUNT_FIELDS, each with what it counts when left out (fal's
+    # default) and when its value can't be read (its maximum).
+    count_fields: tuple[tuple[str, int, int], ...] = (("num_images", 1, 4),)
+    # CHOICE_COUNTS this endpoint has: (field, its default, the choice, images it multiplies by).
+    count_choices: tuple[tuple[str, Any, str, int], ...] = ()
 
     def most_images(self, payload: dict[str, Any]) -> int:
         """The most result images one request with `payload` may bring: more than this in
@@ -240,14 +252,17 @@ class Endpoint:
     def expected_images(self, payload: dict[str, Any]) -> int:
         """The images one request brings when all goes well (an "up to" count may bring
         fewer): the slots the output batch sets aside for it."""
-        return self._images(payload, tuple((name, default) for name, default in
-                                           self.count_fields if name not in UP_TO_COUNT_FIELDS))
+        return self._images(payload, tuple(count for count in self.count_fields
+                                           if count[0] not in UP_TO_COUNT_FIELDS))
 
-    @staticmethod
-    def _images(payload: dict[str, Any], count_fields: tuple[tuple[str, int], ...]) -> int:
+    def _images(self, payload: dict[str, Any],
+                count_fields: tuple[tuple[str, int, int], ...]) -> int:
         images = 1
-        for name, default in count_fields:
-            images *= image_count(payload.get(name, default))
+        for name, default, most in count_fields:
+            images *= image_count(payload.get(name, default), most)
+        for name, default, choice, factor in self.count_choices:
+            if payload.get(name, default) == choice:
+                images *= factor
         return images
 
     @property

@@ -46,6 +46,7 @@ def fal(emulator_server, monkeypatch, tmp_path):
     pricing.prices.clear()
     pricing.price_refresh.reset()
     pricing.ledger.clear()
+    pricing.learned.clear()
     monkeypatch.setenv("COMFYUI_FAL_CACHE_DIR", str(tmp_path / "cache"))
     host.interrupt_requested = False
     host.status_listener = None

@@ -64,16 +64,20 @@ def test_more_result_files_than_asked_for_are_refused(fal, answer):
     assert fal.state.count("file") == 0          # none was downloaded
 
 
-def test_an_up_to_count_that_brought_fewer_is_billed_for_what_came(fal, answer, statuses):
+def test_an_up_to_count_that_brought_fewer_is_billed_for_what_came(fal, answer, statuses,
+                                                                   monkeypatch):
     """Seedream's max_images is "up to": the guard counted 3 images, fal made 2 (the answer
-    lists 2); the ledger and the daily count take 2 x $0.04."""
+    lists 2, and fal's bill says 2); the ledger and the daily count take 2 x $0.04."""
     from comfyui_fal_edit.nodes import pricing, server_settings
+    from fal_emulator import billing
     seedream = "fal-ai/bytedance/seedream/v4.5/edit"
     answer(lambda r: {**r, "images": r["images"][:2]})
+    monkeypatch.setattr(billing, "billable_units", lambda *args: 2.0)
     images, *_ = run_node("FalImageEndpoint", endpoint=seedream, image=sample_image(24, 24),
                           arguments='{"prompt": "x", "max_images": 3}')
     assert images.shape[0] == 2
     assert "≈ $0.080 for the images fal made (≈ $0.120 if it had made all" in statuses[-1]
+    assert "billed $0.080 by fal" in statuses[-1]
     assert pricing.ledger.spent() == pytest.approx(0.08)
     assert server_settings.spent_today() == pytest.approx(0.08)
 

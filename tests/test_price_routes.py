@@ -249,6 +249,8 @@ async def test_spend_lists_the_ledger(client, seen):
     assert status == 200
     assert body["entries"][0] == {"endpoint": COLOR, "title": "fal Color Correction",
                                   "request_id": "req-1", "cached": False, "estimated_usd": 0.04,
+                                  "billed_usd": None, "billed_units": None,
+                                  "state": "sent (estimate)", "queue_s": None, "run_s": None,
                                   "prompt_id": "p1", "at": 1000.0}
     assert [e["cached"] for e in body["entries"]] == [False, True, False]
     assert [e["estimated_usd"] for e in body["entries"]] == [0.04, 0.0, 0.0375]

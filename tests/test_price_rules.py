@@ -44,8 +44,8 @@ def test_the_prices_route_serves_the_rules_with_the_prices():
     table = pricing.prices.table()
     assert {"field": "style", "multiplier": 2.0, "prefix": "vector_illustration",
             "why": "vector style"} in table[RECRAFT]["rules"]
-    assert all({"field": "num_images", "per_value": True, "why": "images per request"}
-               in row["rules"] for row in table.values())
+    assert all({"field": "num_images", "per_value": True, "why": "images per request",
+                "default": 1, "most": 4} in row["rules"] for row in table.values())
 
 
 CASES = [

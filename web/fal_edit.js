@@ -450,6 +450,7 @@ function pricingFor(node) {
     // (fal Image Endpoint: the fields of its `arguments` JSON.)
     inputs: info.inputs ?? Object.fromEntries((node.widgets ?? []).map((w) => [w.name, w.value])),
     megapixels: last?.megapixels ?? null,
+    learned: info.learned,
   }];
 }
 
@@ -522,20 +523,22 @@ function spendPanel({ onClose, compact = false } = {}) {
       const body = await falRoute("/spend");
       const view = spendView(body);
       report = body.report ?? "";
-      const rows = view.rows.map((r) => el("tr", { class: r.state === "billed" ? "" : "fal-spend-cached" },
+      const rows = view.rows.map((r) => el("tr", { class: r.cached ? "fal-spend-cached" : "" },
         el("td", {}, r.time), el("td", { title: r.endpoint }, r.title),
         el("td", { class: "fal-result-id fal-spend-id" }, r.requestId || "—"), el("td", {}, r.state),
-        el("td", { class: "fal-usd" }, r.usd)));
+        el("td", { class: "fal-usd" }, r.usd), el("td", { class: "fal-usd" }, r.billed)));
       table.replaceChildren(rows.length ? el("table", {},
         el("tr", {}, el("th", {}, "time"), el("th", {}, "node"), el("th", { class: "fal-spend-id" }, "fal request id"),
-          el("th", {}, ""), el("th", { class: "fal-usd" }, "estimate")), ...rows) : []);
+          el("th", {}, ""), el("th", { class: "fal-usd" }, "estimate"), el("th", { class: "fal-usd" }, "billed by fal")),
+        ...rows) : []);
       total.textContent = view.totalLine;
       message.textContent = "";
     } catch (error) {
       message.className = "fal-keys-msg fal-bad";
       message.textContent = error.message;
     }
-    source.textContent = `${priceSourceLine(priceState.answer)} Your fal dashboard shows what fal billed.`;
+    source.textContent = `${priceSourceLine(priceState.answer)} "billed by fal" is fal's bill for a request ` +
+      "(its billable units × the unit price); \"estimate\" where fal sent none.";
   }
 
   const refreshButton = el("button", { class: "fal-mini", type: "button" }, "Refresh");

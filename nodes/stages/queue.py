@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from typing import Any, Awaitable, Callable
 
@@ -67,7 +68,7 @@ class FalQueue:
     async def finish(self, item: WorkItem) -> dict[str, Any]:
         """Wait for a submitted (or resumed) request to complete; return the result JSON."""
         await self._wait(item)
-        return await again_on_5xx(lambda: fetch_result(item.handle))
+        return await again_on_5xx(lambda: fetch_result(item.handle, item))
 
     async def resume(self, item: WorkItem) -> bool:
         """Pick up this item's request if an earlier process submitted it and never saw it
@@ -309,10 +310,11 @@ def _parse_status(data: dict[str, Any]) -> Any:
     raise ValueError(f"unknown status {state!r}")
 
 
-async def fetch_result(handle: Any) -> Any:
+async def fetch_result(handle: Any, item: WorkItem | None = None) -> Any:
     """The result of a request fal said has completed, in one GET: `handle.get()` would ask
     for the status once more first. Uses fal-client's own retrying request and its error
-    type, so fal's errors are translated as everywhere else."""
+    type, so fal's errors are translated as everywhere else. What fal billed for it (the
+    x-fal-billable-units header, on a result or an error answer) goes to the item."""
     from fal_client import client as fc
 
     request = getattr(fc, "_async_maybe_retry_request", None)
@@ -321,8 +323,26 @@ async def fetch_result(handle: Any) -> Any:
         return await handle.get()
     response = await request(handle.client, "GET", handle.response_url,
                              timeout=getattr(fc, "QUEUE_POLL_TIMEOUT", 60.0))
+    if item is not None:
+        units = billable_units(response.headers)
+        if units is not None:
+            item.billed_units = units
     raise_for_status(response)
     return response.json()
+
+
+BILLABLE_UNITS_HEADER = "x-fal-billable-units"
+
+
+def billable_units(headers: Any) -> float | None:
+    """fal's billed quantity from an answer's headers; None when absent or not a finite,
+    non-negative number (a malformed header is no bill: the estimate stays)."""
+    text = headers.get(BILLABLE_UNITS_HEADER) if headers is not None else None
+    try:
+        units = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return units if units is not None and math.isfinite(units) and units >= 0 else None
 
 
 def retired_sentence(endpoint_id: str) -> str:

@@ -7,19 +7,24 @@ import { formatUsd } from "./price.js";
 /** The longest chip this returns for prices under $100 (checked by the tests). */
 export const CHIP_MAX_CHARS = 26;
 
-/** estimateRun(...) -> "≈ $0.08", "$0.01/second", "price ?". */
+/** estimateRun(...) -> "≈ $0.08", "price varies" (per second, vague units), "billed $0.02"
+ * (what fal last billed for these inputs), "price ?". */
 export function shortPrice(run) {
   if (!run?.known) return "price ?";
+  if (run.varies) return "price varies";
+  if (run.learned) return `billed ${formatUsd(run.total)}`;
   if (run.total === null || run.total === undefined) return `${formatUsd(run.unitPrice)}/${run.unitLabel}`;
   return `≈ ${formatUsd(run.total)}`;
 }
 
-/** lastRunFromOutput(...) -> "last $0.05", "last $0 cached", "last ?"; "" before a run. */
+/** lastRunFromOutput(...) -> "last $0.05" (fal's bill where it came, else the estimate),
+ * "last $0 cached", "last ?"; "" before a run. */
 export function shortLastRun(last) {
   if (!last) return "";
   if (last.items && last.cached >= last.items) return "last $0 cached";
-  if (last.cost === null || last.cost === undefined) return "last ?";
-  return `last ${formatUsd(last.cost)}`;
+  const cost = last.billed ?? last.cost;
+  if (cost === null || cost === undefined) return "last ?";
+  return `last ${formatUsd(cost)}`;
 }
 
 /** The chip: "≈ $0.08 · last $0.05". */

@@ -5,9 +5,11 @@
 // "fal" (fal's Platform API) or "fallback" (the table shipped with the pack). `rules` are the
 // server's price rules (nodes/pricing.py PriceRule), applied here to the node's widget values
 // exactly as the server applies them to a request's payload:
-//   {field, per_value: true}                       the request buys that many units (num_images)
+//   {field, per_value: true, most}                 the request buys that many units (num_images);
+//                                                  a value that is not a count counts as `most`
 //   {field, multiplier, equals?: [...], prefix?}   the unit price times `multiplier` when the
 //                                                  value is one of `equals` or starts with `prefix`
+// and `default`, where given: what an input left out counts as (fal's default).
 
 const PER_IMAGE = new Set(["image", "images"]);
 const PER_MEGAPIXEL = new Set(["megapixel", "megapixels", "mp"]);
@@ -30,8 +32,9 @@ function plural(n, word) {
 }
 
 function count(value, fallback = 1) {
-  const n = Math.floor(Number(value));
-  return Number.isFinite(n) && n >= 1 ? n : fallback;
+  // As the server's spec.image_count: 4.0 is 4, a fraction counts up, anything else `fallback`.
+  const v = typeof value === "number" ? value : Number.NaN;
+  return Number.isFinite(v) && v > 0 ? Math.max(1, Math.ceil(v - 1e-9)) : fallback;
 }
 
 // Without rules from the server: fal bills every image a request makes.
@@ -52,10 +55,12 @@ export function applyPriceRules(rules, inputs = {}) {
   let multiplier = 1;
   const why = [];
   for (const rule of Array.isArray(rules) ? rules : DEFAULT_RULES) {
-    if (!rule || !Object.prototype.hasOwnProperty.call(inputs, rule.field)) continue;
-    const value = inputs[rule.field];
+    if (!rule) continue;
+    const given = Object.prototype.hasOwnProperty.call(inputs, rule.field);
+    if (!given && (rule.default === undefined || rule.default === null)) continue;
+    const value = given ? inputs[rule.field] : rule.default;
     if (rule.per_value) {
-      perRequest *= count(value);
+      perRequest *= count(value, count(rule.most));
     } else if (ruleMatches(rule, value)) {
       const factor = Number(rule.multiplier);
       if (Number.isFinite(factor) && factor >= 0) multiplier *= factor;
@@ -74,11 +79,12 @@ export function applyPriceRules(rules, inputs = {}) {
  * numImages: shorthand for inputs.num_images (images fal makes per request).
  * megapixels: input megapixels per request when known (after a run); 1 MP is assumed before.
  * cached: requests a cache will answer (no charge).
+ * learned: what fal last billed for this endpoint's requests (GET /fal/prices' `learned`).
  *
  * -> {total, units, unitLabel, unitPrice, multiplier, why, estimate, known, ...}
  */
 export function estimateRun(price, { images = 1, numImages = 1, inputs = {}, multi = false,
-  megapixels = null, cached = 0 } = {}) {
+  megapixels = null, cached = 0, learned = null } = {}) {
   const unitPrice = Number(price?.unitPrice ?? price?.unit_price);
   const unit = String(price?.unit ?? "").trim().toLowerCase();
   const source = price?.source ?? "fallback";
@@ -97,15 +103,49 @@ export function estimateRun(price, { images = 1, numImages = 1, inputs = {}, mul
       perMegapixel: false, source };
   }
   if (PER_MEGAPIXEL.has(unit)) {
+    // fal bills each image's megapixels rounded up to a whole one, as the server counts.
     const mp = Number(megapixels) > 0 ? Number(megapixels) : 1;
-    const units = Math.round(outputs * mp * 100) / 100;
+    const units = outputs * Math.max(1, Math.ceil(mp - 1e-9));
     return { total: units * unitPrice * multiplier, units, unitLabel: "MP",
       unitPrice: unitPrice * multiplier, ...rule, estimate: true, known: true, perMegapixel: true,
       assumedSize: !(Number(megapixels) > 0), source };
   }
-  // A unit this pack does not know (per second, per request, ...): show the unit price only.
+  // A unit no one can count before the run (per second, "units", ...): the price varies,
+  // until fal has billed these inputs once: then its last bill (marked as such).
+  const last = learnedCost(learned, inputs);
+  if (last !== null) {
+    return { total: paid * last, units: paid, unitLabel: "request", unitPrice: last, ...rule,
+      estimate: true, known: true, learned: true, source };
+  }
   return { total: null, units: null, unitLabel: unit || "unit", unitPrice: unitPrice * multiplier,
-    ...rule, estimate: true, known: true, source };
+    ...rule, estimate: true, known: true, varies: true, source };
+}
+
+// Inputs that don't change a request's price (nodes/pricing.py UNPRICED_INPUTS).
+const UNPRICED_INPUTS = new Set(["seed", "sync_mode", "prompt", "negative_prompt",
+  "enable_safety_checker", "output_format"]);
+
+function canonical(value) {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical(value[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * What fal last billed for one request with these inputs (GET /fal/prices' `learned` rows
+ * of the endpoint: [{inputs, usd}]), or null. The inputs that don't change the price are
+ * left out on both sides, as the server keeps them.
+ */
+export function learnedCost(rows, inputs = {}) {
+  if (!Array.isArray(rows) || !rows.length) return null;
+  const priced = (o) => canonical(Object.fromEntries(Object.entries(o ?? {})
+    .filter(([k, v]) => !UNPRICED_INPUTS.has(k) && v !== undefined)));
+  const mine = priced(inputs);
+  const row = rows.find((r) => priced(r.inputs) === mine);
+  const usd = Number(row?.usd);
+  return row && Number.isFinite(usd) ? usd : null;
 }
 
 /**
@@ -130,9 +170,15 @@ export function formatPriceBadge(price, options = {}) {
     why.push(`${run.why}: ${run.multiplier} × ${formatUsd(run.basePrice)} per ${run.unitLabel}`);
   }
   const reason = run.multiplier !== 1 ? ` (${run.why})` : "";
-  if (run.total === null) {
-    why.push(`fal bills per ${run.unitLabel}`);
-    return { text: `${formatUsd(run.unitPrice)}/${run.unitLabel}${reason}${tail}`, estimate: true, title: why.join("; ") };
+  const base = Number(price?.unitPrice ?? price?.unit_price);
+  const billedPer = `fal bills ${formatUsd(base)} per ${String(price?.unit ?? "unit")}`;
+  if (run.varies) {
+    return { text: "price varies", estimate: true, title: `${billedPer}, which can't be counted ` +
+      "before a run; the spend guard counts $0.25 a request until fal has billed these inputs" };
+  }
+  if (run.learned) {
+    return { text: `${formatUsd(run.total)} last billed`, estimate: true, title: `${billedPer}; ` +
+      `fal billed ${formatUsd(run.unitPrice)} for one request with these inputs last time` };
   }
   const units = run.perMegapixel ? `${run.units} MP × ${formatUsd(run.unitPrice)}/MP`
     : `${plural(run.units, "image")} × ${formatUsd(run.unitPrice)}`;
@@ -151,7 +197,8 @@ function first(value) {
  * what its status line and request ids say ("≈ $0.060 · ...", "2 of 3 from cache"); a
  * per-megapixel line ("· 0.7864 MP ×") gives the input size with numImages (the
  * node's num_images when it ran).
- * -> {items, cached, cost (null: unknown), megapixels}
+ * -> {items, cached, cost (the estimate; null: unknown), billed (what fal billed; null: no
+ *    bill came), megapixels}
  */
 export function lastRunFromOutput(output, { numImages = 1 } = {}) {
   if (!output || typeof output !== "object") return null;
@@ -170,6 +217,8 @@ export function lastRunFromOutput(output, { numImages = 1 } = {}) {
     const match = status.match(/≈ \$(\d+(?:\.\d+)?)/);
     cost = match ? Number(match[1]) : (cached >= items ? 0 : null);
   }
+  const billedValue = first(output.fal_billed);
+  const billed = billedValue === undefined || billedValue === null ? null : Number(billedValue);
   let megapixels = first(output.fal_megapixels);
   if (megapixels === undefined) {
     const match = status.match(/· (\d+(?:\.\d+)?) MP ×/);
@@ -177,15 +226,22 @@ export function lastRunFromOutput(output, { numImages = 1 } = {}) {
     if (match && paid > 0) megapixels = Math.round((Number(match[1]) / (paid * count(numImages))) * 1e4) / 1e4;
   }
   return { items, cached: Number(cached) || 0, cost: cost === null ? null : Number(cost),
+    billed: Number.isFinite(billed) ? billed : null,
     megapixels: Number(megapixels) > 0 ? Number(megapixels) : null };
 }
 
-/** The last run's badge: "last run $0.08", "last run $0 · 2 of 2 cached". */
+/** The last run's badge: "last run $0.08 billed (≈ $0.06 estimated)", "last run ≈ $0.08
+ * (estimate)", "last run $0 · 2 of 2 cached". */
 export function formatLastRun(run) {
   if (!run) return "";
-  const cost = run.cost === null || run.cost === undefined ? "cost unknown" : formatUsd(run.cost);
   const cached = run.cached ? ` · ${run.cached} of ${run.items} cached` : "";
-  return `last run ${cost}${cached}`;
+  if (run.billed !== null && run.billed !== undefined) {
+    const estimated = run.cost === null || run.cost === undefined ? "" : ` (≈ ${formatUsd(run.cost)} estimated)`;
+    return `last run ${formatUsd(run.billed)} billed${estimated}${cached}`;
+  }
+  if (run.cost === null || run.cost === undefined) return `last run cost unknown${cached}`;
+  if (run.items && run.cached >= run.items) return `last run $0${cached}`;
+  return `last run ≈ ${formatUsd(run.cost)} (estimate)${cached}`;
 }
 
 /** A spend entry's time: "14:03:22". */
@@ -197,7 +253,8 @@ export function formatClock(at) {
 
 /**
  * GET /fal/spend -> rows and a total line for the spend view.
- * -> {rows: [{time, title, endpoint, requestId, state, usd}], totalLine}
+ * -> {rows: [{time, title, endpoint, requestId, state, cached, usd (estimate), billed ("estimate"
+ *    until fal's bill came)}], totalLine}
  */
 export function spendView(answer) {
   const entries = Array.isArray(answer?.entries) ? answer.entries : [];
@@ -206,13 +263,19 @@ export function spendView(answer) {
     title: e.title || e.endpoint,
     endpoint: e.endpoint,
     requestId: e.request_id || "",
-    state: e.cached ? "cached (no charge)" : "billed",
+    state: e.cached ? "cached (no charge)" : e.state || "sent",
+    cached: Boolean(e.cached),
     usd: e.cached ? "$0" : formatUsd(e.estimated_usd),
+    billed: e.cached ? "$0" : e.billed_usd === null || e.billed_usd === undefined ? "estimate" : formatUsd(e.billed_usd),
   }));
-  const billed = answer?.billed ?? entries.filter((e) => !e.cached).length;
+  const sent = answer?.billed ?? entries.filter((e) => !e.cached).length;
   const cached = answer?.cached ?? entries.filter((e) => e.cached).length;
+  const withBill = answer?.with_bill ?? entries.filter((e) => !e.cached && e.billed_usd != null).length;
+  const parts = withBill ? `${formatUsd(answer?.billed_total ?? 0)} billed by fal for ${withBill}` +
+    (withBill < sent ? `, ≈ ${formatUsd(answer?.estimated_total ?? 0)} estimated for ${sent - withBill}` : "")
+    : "estimates: fal sent no bill yet";
   const totalLine = entries.length
-    ? `≈ ${formatUsd(answer?.total ?? 0)} this session · ${plural(billed, "billed call")}, ${cached} from cache`
+    ? `${formatUsd(answer?.total ?? 0)} this session (${parts}) · ${plural(sent, "request")}, ${cached} from cache`
     : "No fal calls in this session yet.";
   return { rows, totalLine };
 }
@@ -253,5 +316,6 @@ export function nodePriceInfo(answer, nodeType, readWidget) {
       inputs = {};   // not JSON yet: the node refuses to run anyway
     }
   }
-  return { endpointId, multi: Boolean(info.multi), price, inputs };
+  return { endpointId, multi: Boolean(info.multi), price, inputs,
+    learned: answer.learned?.[endpointId] ?? null };
 }

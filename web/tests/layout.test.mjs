@@ -36,7 +36,10 @@ test("badge chip: short in every case the price rules give", () => {
   assert.equal(priceChip(estimateRun(falImage), { items: 1, cached: 0, cost: 0.04 }), "≈ $0.04 · last $0.04");
   assert.equal(priceChip(estimateRun(falImage), { items: 2, cached: 2, cost: 0 }), "≈ $0.04 · last $0 cached");
   assert.equal(priceChip(estimateRun(null), null), "price ?");
-  assert.equal(shortPrice(estimateRun({ unitPrice: 0.001, unit: "second", source: "fal" })), "$0.001/second");
+  assert.equal(shortPrice(estimateRun({ unitPrice: 0.001, unit: "second", source: "fal" })), "price varies");
+  assert.equal(shortPrice(estimateRun({ unitPrice: 0.001, unit: "second", source: "fal" },
+    { inputs: { upscale_factor: 4 }, learned: [{ inputs: { upscale_factor: 4 }, usd: 0.0027 }] })), "billed $0.0027");
+  assert.equal(shortLastRun({ items: 1, cached: 0, cost: 0.04, billed: 0.05 }), "last $0.05");
   assert.equal(shortLastRun({ items: 1, cached: 0, cost: null }), "last ?");
   assert.equal(shortLastRun(null), "");
   const longest = priceChip(estimateRun({ unitPrice: 12.3456, unit: "image", source: "fal" }, { images: 4, numImages: 2 }),

@@ -41,8 +41,9 @@ test("per megapixel is an estimate; 1 MP per image until the node ran", () => {
   assert.equal(before.text, "≈ $0.06 · 2 MP × $0.03/MP · estimate");
   assert.equal(before.estimate, true);
   assert.match(before.title, /1 MP per image assumed/);
+  // fal bills each image's megapixels rounded up: 1.5 MP is billed as 2.
   const after = formatPriceBadge(flux, { images: 2, numImages: 1, megapixels: 1.5 });
-  assert.equal(after.text, "≈ $0.09 · 3 MP × $0.03/MP · estimate");
+  assert.equal(after.text, "≈ $0.12 · 4 MP × $0.03/MP · estimate");
   assert.match(after.title, /last run/);
 });
 
@@ -60,10 +61,23 @@ test("unknown price or unit", () => {
     text: "price unknown", estimate: true, title: "fal's price list has no price for this endpoint." });
   assert.equal(formatPriceBadge(undefined, { images: 3 }).text, "price unknown");
   assert.equal(formatPriceBadge({ unitPrice: "n/a", unit: "image", source: "fal" }).text, "price unknown");
+  // Per second or in a vague unit: no made-up dollar figure before a run.
   const perSecond = formatPriceBadge({ unitPrice: 0.01, unit: "second", source: "fal" }, { images: 2 });
-  assert.equal(perSecond.text, "$0.01/second · estimate");
+  assert.equal(perSecond.text, "price varies");
   assert.equal(perSecond.estimate, true);
+  assert.match(perSecond.title, /fal bills \$0.01 per second, which can't be counted before a run/);
   assert.equal(estimateRun({ unitPrice: 0.01, unit: "second", source: "fal" }).total, null);
+  assert.equal(formatPriceBadge({ unitPrice: 0.2, unit: "units", source: "fal" }).text, "price varies");
+});
+
+test("after a run, what fal billed for these inputs, marked as such", () => {
+  const perSecond = { unitPrice: 0.0009, unit: "second", source: "fal" };
+  const learned = [{ inputs: { upscale_factor: 4 }, usd: 0.0027 }];
+  const same = formatPriceBadge(perSecond, { images: 2, inputs: { upscale_factor: 4, seed: 7 }, learned });
+  assert.equal(same.text, "$0.0054 last billed");
+  assert.match(same.title, /fal billed \$0.0027 for one request with these inputs last time/);
+  // Other inputs: not learned yet.
+  assert.equal(formatPriceBadge(perSecond, { inputs: { upscale_factor: 2 }, learned }).text, "price varies");
 });
 
 test("Kontext multi: all images are one request", () => {
@@ -82,28 +96,32 @@ test("cached requests cost nothing", () => {
 test("the last run, from the node's executed data", () => {
   // With the runtime's explicit fields.
   assert.deepEqual(lastRunFromOutput({ fal_items: [3], fal_cost: [0.12], fal_cached: [1], fal_megapixels: [0.25] }),
-    { items: 3, cached: 1, cost: 0.12, megapixels: 0.25 });
+    { items: 3, cached: 1, cost: 0.12, billed: null, megapixels: 0.25 });
+  assert.deepEqual(lastRunFromOutput({ fal_items: [2], fal_cost: [0.06], fal_billed: [0.08], fal_cached: [0] }),
+    { items: 2, cached: 0, cost: 0.06, billed: 0.08, megapixels: null });
   // From the status line and request ids alone.
   assert.deepEqual(lastRunFromOutput({
     fal_request_ids: ["a", "b"], fal_status: ["done in 4.1s · 2 image(s) · ≈ $0.080 · 2 image × $0.04\nnote"] }),
-  { items: 2, cached: 0, cost: 0.08, megapixels: null });
+  { items: 2, cached: 0, cost: 0.08, billed: null, megapixels: null });
   assert.deepEqual(lastRunFromOutput({
     fal_request_ids: ["", ""], fal_status: ["done in 0.1s · 2 image(s) · 2 of 2 from cache (no charge)"] }),
-  { items: 2, cached: 2, cost: 0, megapixels: null });
+  { items: 2, cached: 2, cost: 0, billed: null, megapixels: null });
   assert.deepEqual(lastRunFromOutput({
     fal_request_ids: ["a", ""], fal_status: ["done in 1.0s · 2 image(s) · ≈ $0.030 (estimate) · 1 MP × $0.03 · 1 of 2 from cache (no charge)"] }),
-  { items: 2, cached: 1, cost: 0.03, megapixels: 1 });
+  { items: 2, cached: 1, cost: 0.03, billed: null, megapixels: 1 });
   // Per megapixel: the input size comes back from the status line and num_images.
   assert.deepEqual(lastRunFromOutput({
     fal_request_ids: ["a"], fal_status: ["done in 1.6s · 2 image(s) · ≈ $0.024 (estimate) · 0.7864 MP × $0.03"] },
-  { numImages: 2 }), { items: 1, cached: 0, cost: 0.024, megapixels: 0.3932 });
+  { numImages: 2 }), { items: 1, cached: 0, cost: 0.024, billed: null, megapixels: 0.3932 });
   assert.equal(lastRunFromOutput({ fal_request_ids: ["a"], fal_status: ["done"] }).cost, null);
   assert.equal(lastRunFromOutput({ images: [] }), null);
   assert.equal(lastRunFromOutput(undefined), null);
 });
 
 test("the last run's badge", () => {
-  assert.equal(formatLastRun({ items: 2, cached: 0, cost: 0.08 }), "last run $0.08");
+  assert.equal(formatLastRun({ items: 2, cached: 0, cost: 0.08 }), "last run ≈ $0.08 (estimate)");
+  assert.equal(formatLastRun({ items: 2, cached: 0, cost: 0.06, billed: 0.08 }),
+    "last run $0.08 billed (≈ $0.06 estimated)");
   assert.equal(formatLastRun({ items: 2, cached: 2, cost: 0 }), "last run $0 · 2 of 2 cached");
   assert.equal(formatLastRun({ items: 1, cached: 0, cost: null }), "last run cost unknown");
   assert.equal(formatLastRun(null), "");
@@ -122,10 +140,22 @@ test("the spend view", () => {
     total: 0.05, billed: 1, cached: 1,
   });
   assert.deepEqual(view.rows[0], { time: "14:03:22", title: "fal Color Correction",
-    endpoint: "fal-ai/image-editing/color-correction", requestId: "req-1", state: "billed", usd: "$0.05" });
+    endpoint: "fal-ai/image-editing/color-correction", requestId: "req-1", state: "sent", cached: false,
+    usd: "$0.05", billed: "estimate" });
   assert.equal(view.rows[1].state, "cached (no charge)");
   assert.equal(view.rows[1].usd, "$0");
-  assert.equal(view.totalLine, "≈ $0.05 this session · 1 billed call, 1 from cache");
+  assert.equal(view.totalLine, "$0.05 this session (estimates: fal sent no bill yet) · 1 request, 1 from cache");
+  // fal's bill beside the estimate.
+  const billed = spendView({
+    entries: [
+      { endpoint: "e", request_id: "r1", cached: false, estimated_usd: 0.003, billed_usd: 0.03, state: "billed", at },
+      { endpoint: "e", request_id: "", cached: false, estimated_usd: 0.04, billed_usd: null,
+        state: "sent, answer lost (estimate)", at },
+    ],
+    total: 0.07, billed_total: 0.03, estimated_total: 0.04, billed: 2, with_bill: 1, cached: 0,
+  });
+  assert.deepEqual([billed.rows[0].usd, billed.rows[0].billed, billed.rows[1].billed], ["$0.003", "$0.03", "estimate"]);
+  assert.equal(billed.totalLine, "$0.07 this session ($0.03 billed by fal for 1, ≈ $0.04 estimated for 1) · 2 requests, 0 from cache");
   assert.deepEqual(spendView({ entries: [], total: 0 }), { rows: [], totalLine: "No fal calls in this session yet." });
   assert.deepEqual(spendView(null).rows, []);
 });
@@ -180,7 +210,7 @@ test("a node's endpoint is fixed or read from its widget; an unpriced one says p
   const widgets = { endpoint: "fal-ai/birefnet" };
   const generic = nodePriceInfo(answer, "FalImageEndpoint", (name) => widgets[name]);
   assert.deepEqual(generic, { endpointId: "fal-ai/birefnet", multi: false,
-    price: { unitPrice: 0.003, unit: "image", source: "fal", rules: undefined }, inputs: {} });
+    price: { unitPrice: 0.003, unit: "image", source: "fal", rules: undefined }, inputs: {}, learned: null });
   widgets.arguments = '{"num_images": 3}';
   const three = nodePriceInfo(answer, "FalImageEndpoint", (name) => widgets[name]);
   assert.equal(formatPriceBadge({ ...three.price, rules: [{ field: "num_images", per_value: true }] },
