@@ -336,6 +336,9 @@ class Run:
             async with self._lease(item) as answered:
                 if not answered:
                     await self._call_for(item)
+        except state.StateUnavailable as exc:   # taking or waiting for the lease
+            if not item.finished:
+                item.error, item.state, item.finished = exc, "failed", True
         finally:
             caches.release(item.key, item.result)
             if self.queue is not None:

@@ -52,8 +52,10 @@ class RedisServer:
     """with RedisServer(password=..., persistent=True) as server: server.url ..."""
 
     def __init__(self, password: str | None = None, persistent: bool = False,
-                 directory: Path | None = None, port: int | None = None) -> None:
+                 directory: Path | None = None, port: int | None = None,
+                 tls: bool = False) -> None:
         self.password = password
+        self.tls = tls          # TLS only (rediss://), with a CA of its own (openssl)
         self.persistent = persistent
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="fal-redis-"))
@@ -64,12 +66,35 @@ class RedisServer:
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return (f"rediss://{auth}127.0.0.1:{self.port}/0"
+                    f"?ssl_ca_certs={self.directory / 'ca.pem'}")
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _certificates(self) -> list[str]:
+        """A CA and a certificate for 127.0.0.1 signed by it, made with openssl."""
+        d = self.directory
+
+        def run(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=fal test CA", "-keyout", "ca.key", "-out", "ca.pem")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr")
+        (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.pem")
+        return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file",
+                str(d / "server.pem"), "--tls-key-file", str(d / "server.key"),
+                "--tls-ca-cert-file", str(d / "ca.pem"), "--tls-auth-clients", "no"]
 
     def start(self) -> "RedisServer":
         args = [binary() or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.directory), "--daemonize", "no", "--logfile", "",
                 "--protected-mode", "yes", "--databases", "2"]
+        if self.tls:
+            args += self._certificates()
         if self.persistent:
             args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
         else:

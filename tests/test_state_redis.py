@@ -262,6 +262,32 @@ def test_a_password_protected_redis(fal, monkeypatch):
     assert fal.state.count("submit") == 1
 
 
+def test_rediss_with_a_password_over_tls(fal, monkeypatch):
+    """rediss:// (TLS, the server's CA named in the URL as redis-py reads it) with a
+    password: the run works, and a client that does not trust the CA is one sentence."""
+    import shutil
+
+    from redis_server import RedisServer, available
+    if available() or not shutil.which("openssl"):
+        pytest.skip(available() or "no openssl to make the test certificates")
+    with RedisServer(password="tls-pw-31e7", tls=True) as server:
+        monkeypatch.setenv(state.ENV_REDIS_URL, server.url + "&prefix=tls-test:")
+        state.reset()
+        images, _, _ = run_node("FalSharpen", image=sample_image(16, 16, seed=120))
+        assert images.shape[0] == 1
+        store = state.store()
+        assert store.kind == "redis" and store.prefix == "tls-test:"
+        assert any(k.startswith(b"tls-test:result:") for k in server.client().keys())
+        untrusted = f"rediss://:tls-pw-31e7@127.0.0.1:{server.port}/0"
+        monkeypatch.setenv(state.ENV_REDIS_URL, untrusted)
+        state.reset()
+        with pytest.raises(FalNodeError) as err:
+            run_node("FalSharpen", image=sample_image(16, 16, seed=121))
+        assert f"Redis at rediss://127.0.0.1:{server.port}/0 could not be reached" in str(err.value)
+        assert "tls-pw" not in str(err.value)
+    state.reset()
+
+
 def test_a_redis_that_keeps_nothing_on_disk_is_warned_about_once(fal, shared_state, caplog):
     run_node("FalSharpen", image=sample_image(16, 16, seed=115))
     run_node("FalSharpen", image=sample_image(16, 16, seed=116))
@@ -340,3 +366,13 @@ def test_the_result_cache_on_redis_keeps_the_owners_budget(redis_server, shared_
     client = redis_server.client()
     assert int(client.get(shared_state + "results:bytes")) == 2000
     store.close()
+
+
+def test_a_url_that_is_not_redis_is_one_sentence_without_its_password(fal, monkeypatch):
+    monkeypatch.setenv(state.ENV_REDIS_URL, "http://:pw-9d8a@127.0.0.1:6379/0")
+    state.reset()
+    with pytest.raises(FalNodeError) as err:
+        run_node("FalSharpen", image=sample_image(16, 16, seed=122))
+    assert "COMFYUI_FAL_REDIS_URL (http://127.0.0.1:6379/0) is not a Redis URL" in str(err.value)
+    assert "pw-9d8a" not in str(err.value) and fal.state.log == []
+    state.reset()

@@ -68,9 +68,15 @@ def store() -> StateStore:
 def _open(wanted: tuple) -> StateStore:
     if wanted[0] == "local":
         return LocalStore(wanted[1])
-    from .redis_store import RedisStore
+    from .redis_store import RedisStore, public_name
     _, url, prefix, fallback, directory = wanted
-    return RedisStore(url, prefix or None, LocalStore(directory) if fallback else None)
+    try:
+        return RedisStore(url, prefix or None, LocalStore(directory) if fallback else None)
+    except ValueError:   # redis-py's words may quote the URL, password and all
+        raise StateUnavailable(
+            f"{ENV_REDIS_URL} ({public_name(url) if '://' in url else 'not a URL'}) is not a "
+            f"Redis URL redis-py can use; give redis://[:PASSWORD@]host:port/db, rediss://... "
+            f"for TLS, or unix:///path/to/socket") from None
 
 
 def reset() -> None:
