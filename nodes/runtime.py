@@ -469,6 +469,7 @@ class Run:
         await asyncio.to_thread(state.store().charge, self.day_hold, entry.estimated_usd)
         item.charges.append(entry)
         ledger.enter_sent(entry, self.hold)
+        await asyncio.to_thread(self._note, entry)
 
     async def _on_unsent(self, item: WorkItem) -> None:
         """That submit provably never reached fal: its charge is taken back."""
@@ -507,11 +508,19 @@ class Run:
             learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
                          self.owner_default.name)
         item.cost = sum(c.estimated_usd for c in item.charges)
-        if entry.counted_usd != before:
-            try:
+        try:
+            if entry.counted_usd != before:   # kept by the store until it is back
                 await asyncio.to_thread(state.store().charge, None, entry.counted_usd - before)
-            except state.StateUnavailable as exc:   # kept by the store until it is back
-                log.warning("%s", exc)
+            await asyncio.to_thread(self._note, entry)
+        except state.StateUnavailable as exc:
+            log.warning("%s", exc)
+
+    def _note(self, entry: LedgerEntry) -> None:
+        """The request's row in the fleet's ledger (Redis: every worker's requests today)."""
+        state.store().note_request(f"{WORKER_ID}:{id(entry)}", {
+            "endpoint": entry.endpoint_id, "request_id": entry.request_id,
+            "estimated_usd": entry.estimated_usd, "billed_usd": entry.billed_usd,
+            "prompt_id": entry.prompt_id, "at": entry.at, "worker": WORKER_ID})
 
     # the node's answer and status ------------------------------------------
     def _outcome(self, images: torch.Tensor, urls: list[str], notes: list[str]) -> RunOutcome:

@@ -107,6 +107,21 @@ def test_the_daily_ceiling_and_the_owners_settings_are_every_workers(fal, shared
     assert not (tmp_path / "b" / "keys").exists()      # nothing of it in local files
 
 
+def test_the_fleets_ledger_has_every_workers_requests(fal, shared_state, monkeypatch,
+                                                      tmp_path):
+    priced(fal)
+    run_node("FalColorCorrection", image=sample_image(8, 8, batch=2, seed=105))
+    become_another_worker(monkeypatch, tmp_path, "b")
+    run_node("FalColorCorrection", image=sample_image(8, 8, seed=106))
+    rows = state.store().requests_today()
+    made = {e["request_id"] for e in fal.state.entries("submit")}
+    assert {r["request_id"] for r in rows} == made and len(rows) == 3
+    assert len({r["worker"] for r in rows}) == 1            # one process played both
+    assert all(r["estimated_usd"] == pytest.approx(0.05) and r["billed_usd"] is not None
+               for r in rows)
+    assert pricing.ledger.entries()[-1].request_id in made  # B's session ledger: its own
+
+
 def test_workers_racing_at_the_ceiling_stop_at_it(redis_server, shared_state):
     """Six workers (each its own connection) reserve $0.04 at a time against a $1 ceiling,
     flat out: the script reads and holds in one step, so together they stop at $1."""

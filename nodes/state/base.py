@@ -14,6 +14,7 @@ cache, one journal, one daily ceiling). The owner picks one on the server
              fal; the lease expires if that worker dies
   spend      today's spend and the holds of runs that passed the daily ceiling, changed
              in one atomic step each (reserve / charge / release)
+  ledger     (Redis only) today's requests of every worker, a row each
   documents  the owner's settings and the price book (small JSON documents)
 
 Keys never go through it: each worker keeps its own fal key (FAL_KEY or its key file).
@@ -130,6 +131,16 @@ class StateStore:
     def release(self, token: str | None) -> None:
         """The run is over: what it still holds is let go."""
         raise NotImplementedError
+
+    # the fleet's ledger: every request sent today, by any worker ----------------------
+    def note_request(self, entry_id: str, row: dict[str, Any]) -> None:
+        """Write (or overwrite) one request's ledger row: endpoint, request id, estimate,
+        fal's bill, worker. Local files keep none (the worker's session ledger is the
+        record, as before)."""
+
+    def requests_today(self) -> list[dict[str, Any]] | None:
+        """Today's rows of every worker; None where the store keeps none."""
+        return None
 
     # small documents (owner's settings, price book) --------------------------------
     def read_doc(self, name: str) -> Any:

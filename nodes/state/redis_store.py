@@ -11,6 +11,7 @@ URL; default "comfyui-fal:"):
   lease:<request key>     the worker calling fal for it (expires unless renewed)
   spend:<day>             today's spend in USD (kept 8 days)
   holds:usd, holds:expiry what runs that passed the daily ceiling hold, and until when
+  requests:<day>          hash: one ledger row (JSON) per request sent, by any worker
   doc:<name>              the owner's settings, the price book (JSON)
 
 The ceiling is kept by Lua scripts: a reservation reads today's spend and every hold and
@@ -415,6 +416,22 @@ class RedisStore(StateStore):
                 pipe.zrem(self._k("holds", "expiry"), token)
                 pipe.execute()
         self._call("letting a run's hold go", drop, self._fb("release", token))
+
+    # the fleet's ledger --------------------------------------------------------------------------
+    def note_request(self, entry_id: str, row: dict[str, Any]) -> None:
+        def write():
+            key = self._k("requests", today())
+            with self._redis.pipeline() as pipe:
+                pipe.hset(key, entry_id, json.dumps(row))
+                pipe.expire(key, SPEND_DAYS_KEPT * 86400)
+                pipe.execute()
+        self._call("writing the ledger", write, self._fb("note_request", entry_id, row))
+
+    def requests_today(self) -> list[dict[str, Any]] | None:
+        def read():
+            rows = self._redis.hgetall(self._k("requests", today()))
+            return sorted((json.loads(v) for v in rows.values()), key=lambda r: r.get("at", 0))
+        return self._call("reading the ledger", read, self._fb("requests_today"))
 
     # documents ---------------------------------------------------------------------------------
     def read_doc(self, name: str) -> Any:
