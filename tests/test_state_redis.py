@@ -391,3 +391,16 @@ def test_a_url_that_is_not_redis_is_one_sentence_without_its_password(fal, monke
     assert "COMFYUI_FAL_REDIS_URL (http://127.0.0.1:6379/0) is not a Redis URL" in str(err.value)
     assert "pw-9d8a" not in str(err.value) and fal.state.log == []
     state.reset()
+
+
+def test_a_damaged_spend_on_redis_counts_as_the_daily_ceiling_reached(fal, shared_state,
+                                                                      redis_server):
+    from comfyui_fal_edit.nodes.state.base import today
+    priced(fal)
+    key = f"{shared_state}spend:{today()}"
+    redis_server.client().set(key, "not a number")
+    with pytest.raises(FalNodeError) as err:
+        run_node("FalColorCorrection", image=sample_image(8, 8, seed=123))
+    assert key in str(err.value) and "the daily ceiling counts as reached" in str(err.value)
+    assert fal.state.count("upload") == 0 and fal.state.count("submit") == 0
+    assert redis_server.client().get(key) == b"not a number"       # left as it was
