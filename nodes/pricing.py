@@ -689,7 +689,8 @@ class Ledger:
         lines = ["endpoint | request id | state | estimate (USD) | billed (USD)"]
         for e in rows:
             lines.append(f"{e.endpoint_id} | {e.request_id or '-'} | {entry_state(e)} | "
-                         f"{0.0 if e.cached else e.estimated_usd:.4f} | {billed_text(e)}")
+                         f"{0.0 if e.cached else e.estimated_usd:.4f} | {billed_text(e)}"
+                         + (f" | {fal_times(e)}" if fal_times(e) else ""))
         sent = [e for e in rows if not e.cached]
         billed = [e for e in sent if e.billed_usd is not None]
         lines.append(f"total this session: ${self.spent():.4f} "
@@ -705,6 +706,14 @@ def entry_state(entry: LedgerEntry) -> str:
     if entry.billed_usd is not None:
         return "billed"
     return "sent (estimate)" if entry.request_id else "sent, answer lost (estimate)"
+
+
+def fal_times(entry: LedgerEntry) -> str:
+    """fal's queue and run times of a request, where known: "queue 1.2s, run 3.4s"."""
+    parts = [f"{name} {value:.1f}s" for name, value in (("queue", entry.queue_s),
+                                                          ("run", entry.run_s))
+             if value is not None]
+    return ", ".join(parts)
 
 
 def billed_text(entry: LedgerEntry) -> str:

@@ -132,3 +132,11 @@ def test_a_vague_unit_is_learned_too(priced, statuses):
     run_catalogue(CARTOON, {}, image=sample_image(16, 16, seed=4))
     assert "fal bills $0.2 per units" in statuses[-1] and "billed $0.200 by fal" in statuses[-1]
     assert pricing.learned.last(CARTOON, {}, pricing.PriceBook._server()) == pytest.approx(0.2)
+
+
+def test_fal_queue_and_run_times_show_in_the_ledger_when_known():
+    entry = pricing.LedgerEntry("e", "r1", False, 0.05, None, billed_usd=0.05, queue_s=1.25,
+                                run_s=3.5)
+    book = pricing.Ledger()
+    book.add(entry)
+    assert "| r1 | billed | 0.0500 | 0.0500 | queue 1.2s, run 3.5s" in book.report()

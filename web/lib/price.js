@@ -251,6 +251,14 @@ export function formatClock(at) {
   return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
 }
 
+// fal's queue and run times of a spend entry, where known: " · queue 1.2s, run 3.4s".
+function falTimes(e) {
+  const parts = [["queue", e.queue_s], ["run", e.run_s]]
+    .filter(([, v]) => v !== null && v !== undefined && Number.isFinite(Number(v)))
+    .map(([name, v]) => `${name} ${Number(v).toFixed(1)}s`);
+  return parts.length ? ` · ${parts.join(", ")}` : "";
+}
+
 /**
  * GET /fal/spend -> rows and a total line for the spend view.
  * -> {rows: [{time, title, endpoint, requestId, state, cached, usd (estimate), billed ("estimate"
@@ -263,7 +271,7 @@ export function spendView(answer) {
     title: e.title || e.endpoint,
     endpoint: e.endpoint,
     requestId: e.request_id || "",
-    state: e.cached ? "cached (no charge)" : e.state || "sent",
+    state: (e.cached ? "cached (no charge)" : e.state || "sent") + falTimes(e),
     cached: Boolean(e.cached),
     usd: e.cached ? "$0" : formatUsd(e.estimated_usd),
     billed: e.cached ? "$0" : e.billed_usd === null || e.billed_usd === undefined ? "estimate" : formatUsd(e.billed_usd),

@@ -148,13 +148,15 @@ test("the spend view", () => {
   // fal's bill beside the estimate.
   const billed = spendView({
     entries: [
-      { endpoint: "e", request_id: "r1", cached: false, estimated_usd: 0.003, billed_usd: 0.03, state: "billed", at },
+      { endpoint: "e", request_id: "r1", cached: false, estimated_usd: 0.003, billed_usd: 0.03, state: "billed", at,
+        queue_s: 1.2, run_s: 3.5 },
       { endpoint: "e", request_id: "", cached: false, estimated_usd: 0.04, billed_usd: null,
         state: "sent, answer lost (estimate)", at },
     ],
     total: 0.07, billed_total: 0.03, estimated_total: 0.04, billed: 2, with_bill: 1, cached: 0,
   });
   assert.deepEqual([billed.rows[0].usd, billed.rows[0].billed, billed.rows[1].billed], ["$0.003", "$0.03", "estimate"]);
+  assert.equal(billed.rows[0].state, "billed · queue 1.2s, run 3.5s");
   assert.equal(billed.totalLine, "$0.07 this session ($0.03 billed by fal for 1, ≈ $0.04 estimated for 1) · 2 requests, 0 from cache");
   assert.deepEqual(spendView({ entries: [], total: 0 }), { rows: [], totalLine: "No fal calls in this session yet." });
   assert.deepEqual(spendView(null).rows, []);
