@@ -404,3 +404,24 @@ def test_a_damaged_spend_on_redis_counts_as_the_daily_ceiling_reached(fal, share
     assert key in str(err.value) and "the daily ceiling counts as reached" in str(err.value)
     assert fal.state.count("upload") == 0 and fal.state.count("submit") == 0
     assert redis_server.client().get(key) == b"not a number"       # left as it was
+
+
+@pytest.mark.asyncio
+async def test_the_settings_panel_says_in_one_sentence_that_redis_is_away(monkeypatch, tmp_path):
+    from aiohttp.test_utils import TestClient, TestServer
+    from redis_server import free_port
+
+    from comfyui_fal_edit.nodes import routes
+    port = free_port()
+    monkeypatch.setenv("COMFYUI_FAL_KEYS_FILE", str(tmp_path / "keys" / "keys.json"))
+    monkeypatch.setenv(state.ENV_REDIS_URL, f"redis://:pw-55aa@127.0.0.1:{port}/0")
+    state.reset()
+    try:
+        async with TestClient(TestServer(routes.make_app())) as client:
+            response = await client.get("/fal/server-settings")
+            said = (await response.json())["error"]
+    finally:
+        state.reset()
+    assert response.status == 503
+    assert f"Redis at redis://127.0.0.1:{port}/0 could not be reached" in said
+    assert "pw-55aa" not in said
