@@ -97,6 +97,9 @@ def worker_main() -> None:
             answer = {"ok": True, "settings": server_settings.update(command["changes"])}
         elif op == "spent":
             answer = {"ok": True, "spent": server_settings.spent_today()}
+        elif op == "ledger":
+            from comfyui_fal_edit.nodes import state
+            answer = {"ok": True, "rows": state.store().requests_today()}
         else:
             break
         print(json.dumps(answer), flush=True)
@@ -257,12 +260,17 @@ def figures(emulator, redis, workers, folder, shared, samples) -> None:
     state.latency_s = 0.0
     jobs = state.count("submit", "fal-ai/bytedance/seededit/v3/edit-image") - before
     redis.start()
+    for worker in workers[1:]:    # each worker talks to Redis again (adds what it kept)
+        worker.ask(op="spent")
     spent = a.ask(op="spent")["spent"] - spent0
+    made = {e["request_id"] for e in state.entries("submit")}
+    rows = [r for r in a.ask(op="ledger")["rows"] if r["request_id"] in made]
     print(f"5. Redis stopped mid-run: each worker stopped with one sentence, e.g. "
           f"\"{said[0]['error']}\"")
     print(f"   after Redis came back (same folder, appendonly): ${spent:.2f} counted for "
           f"{jobs} jobs the emulator made (${jobs * PRICE:.2f}); lost from the ledger: "
-          f"${max(0.0, jobs * PRICE - spent):.2f}")
+          f"${max(0.0, jobs * PRICE - spent):.2f}; the fleet's ledger in Redis has a row with "
+          f"its request id for {len(rows)} of the {len(made)} jobs made so far")
 
     # 6. overhead: Redis against local files; cache hits of a 1 MP result
     local_env = {k: v for k, v in shared.items() if not k.startswith("COMFYUI_FAL_REDIS")}
@@ -288,6 +296,43 @@ def figures(emulator, redis, workers, folder, shared, samples) -> None:
     print(f"   cache hit of a 1 MP result (memory dropped first), median: Redis "
           f"{statistics.median(hits_redis):.1f} ms, disk {statistics.median(hits_disk):.1f} ms")
     local.close()
+    store_calls(redis, shared["COMFYUI_FAL_REDIS_PREFIX"], folder, samples * 5)
+
+
+def store_calls(redis, prefix: str, folder: Path, runs: int) -> None:
+    """The state-store calls one fresh item makes, timed alone in this process: what the
+    backend itself adds to an item, without the machine's noise around a whole run."""
+    from tools.pack_loader import load_pack
+    load_pack()
+    from comfyui_fal_edit.nodes.state.local import LocalStore
+    from comfyui_fal_edit.nodes.state.redis_store import RedisStore
+
+    os.environ["COMFYUI_FAL_KEYS_FILE"] = str(folder / "calls" / "keys" / "keys.json")
+    blob = os.urandom(200_000)              # about a 0.3 MP PNG result
+    figures = {}
+    for name, store in (("Redis", RedisStore(redis.url, prefix + "calls:")),
+                        ("local files", LocalStore(folder / "calls" / "cache"))):
+        times = []
+        for n in range(runs):
+            key, t0 = f"item-{n}", time.perf_counter()
+            store.get_result(key)
+            store.acquire_lease(key, "bench", 10.0)
+            token = store.reserve(0.04, 0.0, time.time() + 60)
+            store.get_upload("server", key)
+            store.put_upload("server", key, "https://v3.fal.media/files/x.png", 86400)
+            store.charge(token, 0.04)
+            store.note_request(key, {"request_id": key})
+            store.put_journal(key, "fal-ai/x", "request-" + key)
+            store.put_result(key, "fal-ai/x", {"urls": [], "flagged": [False]}, [blob], ["png"])
+            store.drop_journal(key)
+            store.note_request(key, {"request_id": key, "billed_usd": 0.04})
+            store.release_lease(key, "bench")
+            store.release(token)
+            times.append((time.perf_counter() - t0) * 1000)
+        figures[name] = statistics.median(times)
+        store.close()
+    print(f"   the state-store calls of one item (13, a 200 KB result), median of {runs}: "
+          f"Redis {figures['Redis']:.2f} ms, local files {figures['local files']:.2f} ms")
 
 
 if __name__ == "__main__":

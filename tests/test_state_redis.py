@@ -337,9 +337,11 @@ def test_redis_lost_mid_run_fails_in_one_sentence_and_keeps_what_was_sent(fal, m
         assert f"Redis at redis://127.0.0.1:{server.port}/0" in str(err.value)
         assert "\n" not in str(err.value).strip()
         server.start()                                   # same folder, same port
-        state.reset()
         assert fal.state.count("submit") == 1
         assert server_settings.spent_today() == pytest.approx(0.05)
+        # The request's row, completed while Redis was away, is written once it is back.
+        made = fal.state.entries("submit")[0]["request_id"]
+        assert [r["request_id"] for r in state.store().requests_today()] == [made]
     state.reset()
 
 

@@ -174,6 +174,7 @@ class RedisStore(StateStore):
         # Settlements of today's spend (fal's bill replacing an estimate) that came while
         # Redis could not be reached: added as soon as it can (this process's memory).
         self._unsaved: list[tuple[str, float]] = []
+        self._unsaved_rows: list[tuple[str, str, dict[str, Any]]] = []
 
     # every call goes through here: faults become one sentence -------------------------
     def _call(self, what: str, fn: Callable[[], Any], fallback: Callable[[], Any] | None = None):
@@ -395,16 +396,22 @@ class RedisStore(StateStore):
             log.warning("fal: %s", self._damaged("not a number"))
 
     def _save_unsaved(self) -> None:
+        """What came while Redis was away (bills, ledger rows), first, in order."""
         with self._lock:
             pending, self._unsaved = self._unsaved, []
-        while pending:
-            try:
+            rows, self._unsaved_rows = self._unsaved_rows, []
+        try:
+            while pending:
                 self._charge(pending[0][0], None, pending[0][1])
-            except Exception:
+                pending.pop(0)
+            while rows:
+                self._note(*rows[0])
+                rows.pop(0)
+        finally:
+            if pending or rows:
                 with self._lock:
                     self._unsaved = pending + self._unsaved
-                raise
-            pending.pop(0)
+                    self._unsaved_rows = rows + self._unsaved_rows
 
     def release(self, token: str | None) -> None:
         if token is None:
@@ -419,16 +426,28 @@ class RedisStore(StateStore):
 
     # the fleet's ledger --------------------------------------------------------------------------
     def note_request(self, entry_id: str, row: dict[str, Any]) -> None:
+        day = today()
+
         def write():
-            key = self._k("requests", today())
-            with self._redis.pipeline() as pipe:
-                pipe.hset(key, entry_id, json.dumps(row))
-                pipe.expire(key, SPEND_DAYS_KEPT * 86400)
-                pipe.execute()
-        self._call("writing the ledger", write, self._fb("note_request", entry_id, row))
+            self._save_unsaved()
+            self._note(day, entry_id, row)
+        try:
+            self._call("writing the ledger", write, self._fb("note_request", entry_id, row))
+        except StateUnavailable:   # kept, like a bill, and written once Redis is back
+            with self._lock:
+                self._unsaved_rows.append((day, entry_id, row))
+            raise
+
+    def _note(self, day: str, entry_id: str, row: dict[str, Any]) -> None:
+        key = self._k("requests", day)
+        with self._redis.pipeline() as pipe:
+            pipe.hset(key, entry_id, json.dumps(row))
+            pipe.expire(key, SPEND_DAYS_KEPT * 86400)
+            pipe.execute()
 
     def requests_today(self) -> list[dict[str, Any]] | None:
         def read():
+            self._save_unsaved()
             rows = self._redis.hgetall(self._k("requests", today()))
             return sorted((json.loads(v) for v in rows.values()), key=lambda r: r.get("at", 0))
         return self._call("reading the ledger", read, self._fb("requests_today"))
