@@ -427,3 +427,17 @@ async def test_the_settings_panel_says_in_one_sentence_that_redis_is_away(monkey
     assert response.status == 503
     assert f"Redis at redis://127.0.0.1:{port}/0 could not be reached" in said
     assert "pw-55aa" not in said
+
+
+def test_a_full_redis_is_one_sentence_naming_maxmemory(fal, shared_state, redis_server):
+    client = redis_server.client()
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", used + 300_000)
+    try:
+        with pytest.raises(FalNodeError) as err:
+            run_node("FalSharpen", image=sample_image(512, 512, seed=124))
+    finally:
+        client.config_set("maxmemory", 0)
+    assert "is full (its maxmemory is reached)" in str(err.value)
+    assert "cache_max_gb" in str(err.value)

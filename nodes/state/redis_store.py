@@ -39,6 +39,8 @@ log = logging.getLogger("comfyui_fal_edit")
 DEFAULT_PREFIX = "comfyui-fal:"
 CONNECT_TIMEOUT_S = 2.0
 SOCKET_TIMEOUT_S = 10.0
+# With COMFYUI_FAL_REDIS_FALLBACK=local: after a failure, Redis is tried again this much later.
+RETRY_AFTER_S = 30.0
 
 # Removes expired holds, then refuses or holds. KEYS: spend:<day>, holds:usd, holds:expiry.
 # ARGV: usd, ceiling, now, expires_at, token. Returns {status, spent+held}: 1 held,
@@ -169,6 +171,7 @@ class RedisStore(StateStore):
             ("reserve", _RESERVE), ("charge", _CHARGE), ("put_result", _PUT_RESULT),
             ("acquire", _ACQUIRE), ("release_lease", _RELEASE_LEASE))}
         self._checked = False
+        self._down_until = 0.0          # with the fallback: Redis failed, local files until then
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         # Settlements of today's spend (fal's bill replacing an estimate) that came while
@@ -180,6 +183,9 @@ class RedisStore(StateStore):
     def _call(self, what: str, fn: Callable[[], Any], fallback: Callable[[], Any] | None = None):
         import redis
 
+        if fallback is not None and self.fallback is not None and \
+                time.monotonic() < self._down_until:
+            return fallback()   # Redis failed a moment ago: don't wait on it for every call
         try:
             if not self._checked:
                 self._first_contact()
@@ -192,15 +198,23 @@ class RedisStore(StateStore):
                 problem = "refused the password in COMFYUI_FAL_REDIS_URL"
                 check = "check the password (or user name) given there"
         except redis.ResponseError as exc:
-            if "NOAUTH" not in str(exc) and "WRONGPASS" not in str(exc):
+            said = str(exc)
+            if isinstance(exc, getattr(redis.exceptions, "OutOfMemoryError", ())) or \
+                    said.startswith("OOM"):
+                problem = "is full (its maxmemory is reached)"
+                check = ("raise Redis's maxmemory, or lower cache_max_gb in Settings → fal: "
+                         "the result cache lives in Redis's memory")
+            elif "NOAUTH" in said or "WRONGPASS" in said:
+                problem = "asks for a password"
+                check = "give it in COMFYUI_FAL_REDIS_URL (redis://:PASSWORD@host:port)"
+            else:
                 raise
-            problem = "asks for a password"
-            check = "give it in COMFYUI_FAL_REDIS_URL (redis://:PASSWORD@host:port)"
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             problem = f"could not be reached ({type(exc).__name__})"
             check = ("check that redis-server is running there and reachable from this "
                      "worker, and COMFYUI_FAL_REDIS_URL")
         if self.fallback is not None and fallback is not None:
+            self._down_until = time.monotonic() + RETRY_AFTER_S
             self._warn_once("fallback", "fal: Redis at %s %s; this worker uses its own local "
                             "files instead (COMFYUI_FAL_REDIS_FALLBACK=local), so its spend "
                             "is not counted against the shared ceiling", self.where, problem)
