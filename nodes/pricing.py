@@ -192,8 +192,8 @@ class Estimate:
         if self.price is None:
             return "price unknown"
         if self.price.source == "learned":
-            return (f"≈ ${self.total:.3f} · {self.units:g} request × the ${self.price.unit_price:g} "
-                    f"fal last billed for these inputs ({self.price.note})")
+            return (f"≈ ${self.total:.3f} · {self.units:g} request × ${self.price.unit_price:g}, "
+                    f"what fal last billed for these inputs")
         if self.price.source == "assumed":
             return (f"{self.price.note}: counted as ≈ ${self.total:.3f} "
                     f"(${self.price.unit_price:g} an image) against the spend limits")

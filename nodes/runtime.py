@@ -228,7 +228,7 @@ class Run:
             if all(c is not None for c in costs):
                 self._per_item = {i.index: c for i, c in zip(pending, costs)}
                 return Estimate(round(sum(costs), 6), len(costs),
-                                Price(max(costs), "request", "learned", "marked: last billed"),
+                                Price(max(costs), "request", "learned", "fal's last bill"),
                                 cached)
         self._per_item = {i.index: estimate(self.endpoint.endpoint_id,
                                             [(i.payload, i.megapixels)], price).total
@@ -505,8 +505,9 @@ class Run:
             # fal's bill: its billable units times the endpoint's unit price.
             entry.billed_units = item.billed_units
             entry.billed_usd = round(item.billed_units * unit_price, 6)
-            learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
-                         self.owner_default.name)
+            if not self.unit_price.countable:   # what such a unit costs is learned
+                learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
+                             self.owner_default.name)
         item.cost = sum(c.estimated_usd for c in item.charges)
         try:
             if entry.counted_usd != before:   # kept by the store until it is back
@@ -529,16 +530,17 @@ class Run:
         first_seed = self.items[0].result.seed if self.items[0].result else None
         summary = f"done in {time.monotonic() - self.t0:.1f}s · {images.shape[0]} image(s)"
         spent = sum(i.cost for i in self.items)
+        # fal's bill first, then the estimate beside it (the node shows the first line's start).
+        charges = [c for i in self.items for c in i.charges]
+        billed = [c.billed_usd for c in charges if c.billed_usd is not None]
+        if charges:
+            summary += " · " + billed_phrase(sum(billed), len(billed), len(charges))
         if self.cost.price is not None and total > cached:
             if spent < self.cost.total - 1e-9:   # an "up to" count brought fewer images
                 summary += (f" · ≈ ${spent:.3f} for the images fal made (≈ "
                             f"${self.cost.total:.3f} if it had made all it was allowed)")
             else:
                 summary += " · " + self.cost.describe()
-        charges = [c for i in self.items for c in i.charges]
-        billed = [c.billed_usd for c in charges if c.billed_usd is not None]
-        if charges:
-            summary += " · " + billed_phrase(sum(billed), len(billed), len(charges))
         if cached:
             summary += f" · {cached} of {total} from cache (no charge)"
         request_ids = [i.result.request_id or "" for i in self.items if i.result]

@@ -120,7 +120,7 @@ def test_a_per_second_price_is_learned_from_the_bill(priced, statuses):
         pytest.approx(0.0009)
     # The same inputs again: the last bill counts (2 requests now fit under $0.30).
     run_catalogue(AURA, {"upscale_factor": 2}, image=sample_image(16, 16, batch=2, seed=2))
-    assert "the $0.0009 fal last billed for these inputs (marked: last billed)" in statuses[-1]
+    assert "2 request × $0.0009, what fal last billed for these inputs" in statuses[-1]
     # Other inputs: not learned, counted conservatively again.
     with pytest.raises(FalNodeError, match="spend guard"):
         run_catalogue(AURA, {"upscale_factor": 4}, image=sample_image(16, 16, batch=2, seed=3))
@@ -140,3 +140,23 @@ def test_fal_queue_and_run_times_show_in_the_ledger_when_known():
     book = pricing.Ledger()
     book.add(entry)
     assert "| r1 | billed | 0.0500 | 0.0500 | queue 1.2s, run 3.5s" in book.report()
+
+
+def test_a_bill_on_an_error_answer_counts(priced, monkeypatch):
+    """fal answered the result with an error, and said what it billed: that counts."""
+    from aiohttp import web
+    original = EmulatorServer._result_response
+
+    def failed_but_billed(self, job):
+        response = original(self, job)
+        return web.json_response({"detail": "Internal error"}, status=500,
+                                 headers={"x-fal-billable-units": "3",
+                                          "x-fal-request-id": job.id})
+
+    monkeypatch.setattr(EmulatorServer, "_result_response", failed_but_billed)
+    with pytest.raises(FalNodeError):
+        run_flux()
+    [entry] = pricing.ledger.entries()
+    assert entry.billed_units == 3 and entry.billed_usd == pytest.approx(0.09)
+    assert pricing.ledger.spent() == pytest.approx(0.09)
+    assert server_settings.spent_today() == pytest.approx(0.09)

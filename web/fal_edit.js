@@ -122,7 +122,7 @@ const STYLE = `
 .fal-swatch-add:hover::after { content: none; }
 .fal-swatch-add input { position: absolute; inset: 0; opacity: 0; cursor: pointer; width: 100%; height: 100%; border: 0; padding: 0; }
 .fal-swatches-label { opacity: .6; margin-right: 2px; }
-.fal-spend { display: flex; flex-direction: column; gap: 8px; width: min(760px, 80vw); font-size: 13px; }
+.fal-spend { display: flex; flex-direction: column; gap: 8px; width: min(900px, 90vw); font-size: 13px; }
 .fal-spend-head { display: flex; align-items: center; gap: 8px; }
 .fal-spend-head h3 { margin: 0; font-size: 15px; flex: 1; }
 .fal-spend-table { max-height: 50vh; overflow: auto; border-radius: 6px; background: var(--comfy-input-bg, #222); }

@@ -315,20 +315,28 @@ async def fetch_result(handle: Any, item: WorkItem | None = None) -> Any:
     for the status once more first. Uses fal-client's own retrying request and its error
     type, so fal's errors are translated as everywhere else. What fal billed for it (the
     x-fal-billable-units header, on a result or an error answer) goes to the item."""
+    import fal_client
     from fal_client import client as fc
 
     request = getattr(fc, "_async_maybe_retry_request", None)
     raise_for_status = getattr(fc, "_raise_for_status", None)
     if request is None or raise_for_status is None:   # a fal-client that changed inside
         return await handle.get()
-    response = await request(handle.client, "GET", handle.response_url,
-                             timeout=getattr(fc, "QUEUE_POLL_TIMEOUT", 60.0))
-    if item is not None:
-        units = billable_units(response.headers)
-        if units is not None:
-            item.billed_units = units
+    try:
+        response = await request(handle.client, "GET", handle.response_url,
+                                 timeout=getattr(fc, "QUEUE_POLL_TIMEOUT", 60.0))
+    except fal_client.FalClientHTTPError as exc:   # an error answer may say what fal billed
+        _note_bill(item, getattr(exc, "response_headers", None))
+        raise
+    _note_bill(item, response.headers)
     raise_for_status(response)
     return response.json()
+
+
+def _note_bill(item: WorkItem | None, headers: Any) -> None:
+    units = billable_units(headers)
+    if item is not None and units is not None:
+        item.billed_units = units
 
 
 BILLABLE_UNITS_HEADER = "x-fal-billable-units"
@@ -337,6 +345,8 @@ BILLABLE_UNITS_HEADER = "x-fal-billable-units"
 def billable_units(headers: Any) -> float | None:
     """fal's billed quantity from an answer's headers; None when absent or not a finite,
     non-negative number (a malformed header is no bill: the estimate stays)."""
+    if headers is not None and not hasattr(headers, "get"):
+        return None
     text = headers.get(BILLABLE_UNITS_HEADER) if headers is not None else None
     try:
         units = float(text) if text is not None else None
