@@ -335,14 +335,16 @@ class Run:
         try:
             async with self._lease(item) as answered:
                 if not answered:
-                    await self._call_for(item)
+                    try:
+                        await self._call_for(item)
+                    finally:   # out of the journal before the lease goes to another worker
+                        if self.queue is not None:
+                            await self.queue.forget(item)
         except state.StateUnavailable as exc:   # taking or waiting for the lease
             if not item.finished:
                 item.error, item.state, item.finished = exc, "failed", True
         finally:
             caches.release(item.key, item.result)
-            if self.queue is not None:
-                await self.queue.forget(item)
 
     @asynccontextmanager
     async def _lease(self, item: WorkItem):
