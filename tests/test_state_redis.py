@@ -440,3 +440,20 @@ def test_a_full_redis_is_one_sentence_naming_maxmemory(fal, shared_state, redis_
         client.config_set("maxmemory", 0)
     assert "is full (its maxmemory is reached)" in str(err.value)
     assert "cache_max_gb" in str(err.value)
+
+
+def test_a_dead_workers_hold_expires_and_frees_the_ceiling(redis_server, shared_state):
+    """A worker killed after passing the guard never lets its hold go: the hold ends at its
+    expiry (its sent requests stay counted, as spend), so the ceiling's headroom returns."""
+    from comfyui_fal_edit.nodes.state.redis_store import RedisStore
+    dead, alive = RedisStore(redis_server.url, shared_state), RedisStore(redis_server.url,
+                                                                          shared_state)
+    token = dead.reserve(0.80, 1.0, time.time() + 0.5)
+    dead.charge(token, 0.30)                       # one request sent before it died
+    with pytest.raises(state.CeilingReached):
+        alive.reserve(0.25, 1.0, time.time() + 60)
+    time.sleep(0.6)
+    alive.release(alive.reserve(0.25, 1.0, time.time() + 60))
+    assert alive.spent_today() == pytest.approx(0.30) and alive.held() == 0
+    dead.close()
+    alive.close()
