@@ -382,12 +382,26 @@ async def schedule_price_lookups(endpoint_ids: list[str]) -> list[asyncio.Task]:
     if key is None and destination.sends_key:
         return []
     loop = asyncio.get_running_loop()
-    lookups = [loop.create_task(pricing.prices.fetch_one(key, destination, endpoint_id))
+    lookups = [loop.create_task(_price_lookup(key, destination, endpoint_id))
                for endpoint_id in wanted]
     for task in lookups:
         _price_tasks.add(task)
         task.add_done_callback(_price_tasks.discard)
     return lookups
+
+
+# A background price lookup gives up after this long: a price list that drips its answer
+# must not hold a connection for ever.
+PRICE_LOOKUP_LIMIT_S = 30.0
+
+
+async def _price_lookup(key: str | None, destination: Any, endpoint_id: str) -> None:
+    from .concurrency import within
+    try:
+        await within(pricing.prices.fetch_one(key, destination, endpoint_id),
+                     PRICE_LOOKUP_LIMIT_S)
+    except asyncio.TimeoutError:
+        log.info("fal prices: no answer for %s within %gs", endpoint_id, PRICE_LOOKUP_LIMIT_S)
 
 
 def _spend_answer() -> dict[str, Any]:

@@ -36,8 +36,8 @@ from .endpoints import Endpoint
 from .errors import FalNodeError, redact
 from .fal_transport import close_fal_client, fal_client_for_run, http_client, tls_context
 from .host import host
-from .pricing import (Estimate, LedgerEntry, Price, estimate, learned, ledger, price_for_guard, price_refresh,
-                      prices)
+from .pricing import (Estimate, LedgerEntry, Price, estimate, learned, ledger, price_for_guard,
+                      price_refresh, prices)
 from .settings import DEFAULT_SETTINGS, FalSettings, MissingKey, resolve_key
 from .spec import InputProblem
 from .stages.plan import WorkItem, build_payload, plan_items, with_image_urls
@@ -468,7 +468,15 @@ class Run:
         file first: until the ledger takes it over, the run's hold still counts it."""
         entry = LedgerEntry(self.endpoint.endpoint_id, "", False, self._request_estimate(item),
                             self.prompt_id)
+        # A bill fal sent for the item's previous request (an error answer before a resubmit)
+        # is that request's, not the next one's.
+        previous = item.charges[-1] if item.charges else None
+        change = self._bill(previous, item) if previous is not None else 0.0
+        item.billed_units = None
         await asyncio.to_thread(state.store().charge, self.day_hold, entry.estimated_usd)
+        if change:   # that request's bill: today's spend only, not this run's hold
+            await asyncio.to_thread(state.store().charge, None, change)
+            await asyncio.to_thread(self._note, previous)
         item.charges.append(entry)
         ledger.enter_sent(entry, self.hold)
         await asyncio.to_thread(self._note, entry)
@@ -498,25 +506,32 @@ class Run:
         entry.request_id = item.request_id or entry.request_id
         entry.queue_s, entry.run_s = getattr(item, "queue_s", None), getattr(item, "run_s", None)
         before = entry.counted_usd
-        unit_price = self.unit_price.unit_price if self.unit_price is not None else None
         if item.result is not None:
             most = self.endpoint.most_images(item.payload)
             came = min(len(item.result.urls), most)
             entry.estimated_usd = round(entry.estimated_usd * came / most, 6)
-        if item.billed_units is not None and unit_price is not None:
-            # fal's bill: its billable units times the endpoint's unit price.
-            entry.billed_units = item.billed_units
-            entry.billed_usd = round(item.billed_units * unit_price, 6)
-            if not self.unit_price.countable:   # what such a unit costs is learned
-                learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
-                             self.owner_default.name)
+        change = entry.counted_usd - before          # an "up to" count that brought fewer
+        change += self._bill(entry, item)            # fal's bill, where it sent one
         item.cost = sum(c.estimated_usd for c in item.charges)
         try:
-            if entry.counted_usd != before:   # kept by the store until it is back
-                await asyncio.to_thread(state.store().charge, None, entry.counted_usd - before)
+            if change:   # kept by the store until it is back
+                await asyncio.to_thread(state.store().charge, None, change)
             await asyncio.to_thread(self._note, entry)
         except state.StateUnavailable as exc:
             log.warning("%s", exc)
+
+    def _bill(self, entry: LedgerEntry, item: WorkItem) -> float:
+        """fal's bill for `entry`'s request, if it sent one (its billable units times the
+        endpoint's unit price), replaces its estimate; returns the change in what it counts."""
+        if item.billed_units is None or self.unit_price is None:
+            return 0.0
+        before = entry.counted_usd
+        entry.billed_units = item.billed_units
+        entry.billed_usd = round(item.billed_units * self.unit_price.unit_price, 6)
+        if not self.unit_price.countable:   # what such a unit costs is learned
+            learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
+                         self.owner_default.name)
+        return entry.counted_usd - before
 
     def _note(self, entry: LedgerEntry) -> None:
         """The request's row in the fleet's ledger (Redis: every worker's requests today)."""
@@ -596,10 +611,11 @@ def billed_phrase(billed_usd: float, billed: int, sent: int) -> str:
     requests fal's bill covers; "estimate" where fal sent none."""
     if not billed:
         return "billed: estimate (fal sent no bill)"
+    # Fractions of a cent (per-second bills) keep their figures: $0.0018, not $0.002.
+    usd = f"${billed_usd:.3f}" if billed_usd >= 0.01 or billed_usd == 0 else f"${billed_usd:.2g}"
     if billed == sent:
-        return f"billed ${billed_usd:.3f} by fal"
-    return (f"billed ${billed_usd:.3f} by fal for {billed} of {sent} requests (the rest: "
-            f"estimate)")
+        return f"billed {usd} by fal"
+    return f"billed {usd} by fal for {billed} of {sent} requests (the rest: estimate)"
 
 
 def _destinations(base_url: str) -> tuple[egress.Destination, egress.Destination]:

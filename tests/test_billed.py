@@ -113,7 +113,7 @@ def test_a_per_second_price_is_learned_from_the_bill(priced, statuses):
         run_catalogue(AURA, {"upscale_factor": 2}, image=sample_image(16, 16, batch=2))
     run_catalogue(AURA, {"upscale_factor": 2}, image=sample_image(16, 16, seed=1))
     assert "fal bills $0.0009 per second, which can't be counted before the run" in statuses[-1]
-    assert "billed $0.001 by fal" in statuses[-1]
+    assert "billed $0.0009 by fal" in statuses[-1]
     [entry] = pricing.ledger.entries()
     assert entry.estimated_usd == pytest.approx(unpriced)
     assert entry.billed_usd == pytest.approx(billing.total_usd(priced.state)) == \

@@ -82,3 +82,20 @@ def test_cancel_stops_the_price_lookup(dripping):
     assert isinstance(outcome.get("error"), Interrupted)
     assert dripping.state.count("submit") == 0
     assert pricing.ledger.entries() == []
+
+
+def test_a_background_lookup_for_the_badge_gives_up_too(dripping, monkeypatch):
+    """GET /fal/prices?endpoint_id=... asks in the background: a dripping answer ends it
+    after PRICE_LOOKUP_LIMIT_S, not never."""
+    from comfyui_fal_edit.nodes import routes
+    monkeypatch.setattr(routes, "PRICE_LOOKUP_LIMIT_S", 0.5)
+
+    async def lookups():
+        started = await routes.schedule_price_lookups([PRODUCT_SHOT])
+        done, pending = await asyncio.wait(started, timeout=20)
+        return started, done, pending
+
+    started, done, pending = asyncio.run(lookups())
+    assert len(started) == 1 and not pending
+    assert all(task.exception() is None for task in done)
+    assert pricing.prices.price(PRODUCT_SHOT) is None

@@ -787,6 +787,8 @@ frontend.registerExtension({
         // The real number of requests and the run's cost (cached requests: $0).
         const last = lastRunFromOutput(output, { numImages: widgetValue(this, "num_images") ?? 1 });
         if (last) this.falLastRun = last;
+        // fal's bill teaches the server what a per-second (or vague) unit costs: fetch it.
+        if (last?.billed !== null && last?.billed !== undefined) loadPrices();
         frontend.redraw(this);
       }, "could not show the result");
       extendMethod(proto, "onNodeCreated", function () {
