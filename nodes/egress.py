@@ -22,11 +22,15 @@ fal's nor the destination.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from . import server_settings
+from .addresses import (FAL_DOMAINS, FAL_FILE_DOMAINS, FAL_GCS_HOST, FAL_GCS_PREFIX,  # noqa: F401
+                        EgressRefused, _on_domain, is_fal_url, is_private_host, normalize,
+                        origin, tls_context)
 
 ENV_BASE_URL = "COMFYUI_FAL_BASE_URL"
 ENV_PROXY_URL = "COMFYUI_FAL_PROXY_URL"
@@ -48,12 +52,6 @@ BILLED = " (fal billed this request)"
 # What the user can do about an answer refused for its size or shape.
 ANSWER_FIX = "run again, and check base_url if it persists"
 
-# fal's own hosts (and fal-client's backup domains). https only.
-FAL_DOMAINS = ("fal.run", "fal.ai", "fal.media", "falrun.com")
-# Where fal's result files live (what uploads and endpoints return).
-FAL_FILE_DOMAINS = ("fal.media", "fal.run", "fal.ai")
-FAL_GCS_HOST, FAL_GCS_PREFIX = "storage.googleapis.com", "/falserverless/"
-
 # fal's URLs (fal-client's module defaults) -> the path below an emulator-layout base.
 _LAYOUT = {
     "queue.fal.run": "queue/", "queue.falrun.com": "queue/",
@@ -62,64 +60,6 @@ _LAYOUT = {
     "v3.fal.media": "cdn/",
     "api.fal.ai": "",
 }
-
-
-class EgressRefused(Exception):
-    """A request (or a destination) the owner did not allow. The message is one sentence."""
-
-
-def _on_domain(host: str, domains: tuple[str, ...]) -> bool:
-    host = host.lower().rstrip(".")
-    return any(host == d or host.endswith("." + d) for d in domains)
-
-
-def is_fal_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme == "https" and _on_domain(parts.hostname or "", FAL_DOMAINS)
-
-
-def origin(url: str) -> tuple[str, str, int] | None:
-    """(scheme, host, port) with the default port filled in; None if not http(s)."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    return parts.scheme, parts.hostname.lower().rstrip("."), \
-        port or (443 if parts.scheme == "https" else 80)
-
-
-def normalize(url: str) -> str:
-    """A server URL in one spelling (lower-case scheme and host, trailing '/'), or ''.
-
-    Raises EgressRefused for something that is not an http(s) URL."""
-    url = (url or "").strip()
-    if not url:
-        return ""
-    found = origin(url)
-    parts = urlsplit(url)
-    if found is None or parts.username or parts.password or parts.query or parts.fragment:
-        raise EgressRefused(f"'{url[:80]}' is not a server URL (http:// or https://, no "
-                            f"user name, query or fragment)")
-    scheme, host, port = found
-    default = 443 if scheme == "https" else 80
-    netloc = (f"[{host}]" if ":" in host else host) + ("" if port == default else f":{port}")
-    return f"{scheme}://{netloc}{parts.path.rstrip('/')}/"
-
-
-def is_private_host(host: str) -> bool:
-    """Loopback, private, link-local or unspecified addresses, and localhost names."""
-    host = host.lower().rstrip(".").strip("[]")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return (address.is_private or address.is_loopback or address.is_link_local or
-            address.is_unspecified or address.is_reserved or address.is_multicast)
 
 
 @dataclass(frozen=True)
@@ -194,7 +134,6 @@ def _env(name: str) -> str:
 def owner_choice() -> tuple[Destination, str]:
     """Where runs go when the workflow names no server, and where that choice comes from:
     the environment variable's name, "proxy_url" (saved in Settings → fal), or "" (fal)."""
-    from . import server_settings
     if proxy := _env(ENV_PROXY_URL):
         return Destination("proxy", proxy), ENV_PROXY_URL
     if base := _env(ENV_BASE_URL):
@@ -214,7 +153,6 @@ def resolve(workflow_url: str = "") -> Destination:
 
     Raises EgressRefused (one sentence, naming the host and how to allow it) for a
     server the owner did not allow; nothing has been sent then."""
-    from . import server_settings
     try:
         wanted = normalize(workflow_url)
     except EgressRefused as exc:
@@ -242,7 +180,6 @@ def egress_transport(destination: Destination, inner=None):
     anywhere else. `inner` sends what passes (default: httpx's own transport)."""
     import httpx
 
-    from .fal_transport import tls_context
 
     class EgressTransport(httpx.AsyncBaseTransport):
         def __init__(self) -> None:
@@ -419,7 +356,6 @@ def download_transport(destination: Destination, inner=None, **options):
     inside). `options` go to httpx's transport (limits); `inner` replaces it (tests)."""
     import httpx
 
-    from .fal_transport import tls_context
 
     class DownloadTransport(httpx.AsyncBaseTransport):
         def __init__(self) -> None:

@@ -149,7 +149,8 @@ def translate(exc: BaseException, key_label: str) -> str:
     if isinstance(exc, RecursionError):   # json's parser, on an answer nested thousands deep
         from .egress import answer_nested_too_deep
         return answer_nested_too_deep()
-    from .egress import EgressRefused
-    if isinstance(exc, EgressRefused):   # already a sentence with the host in it
+    from .addresses import EgressRefused
+    from .state import StateUnavailable
+    if isinstance(exc, (EgressRefused, StateUnavailable)):   # already a sentence naming where
         return str(exc)
     return _short(f"{type(exc).__name__}: {exc}")

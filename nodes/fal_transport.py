@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from contextlib import asynccontextmanager
-from functools import lru_cache
 from typing import Any, AsyncIterator
 
-@lru_cache(maxsize=1)
-def tls_context() -> ssl.SSLContext:
-    """The certificate context httpx would build for each client (certifi's CAs), built once."""
-    import certifi
-    return ssl.create_default_context(cafile=certifi.where())
+from . import egress
+from .addresses import tls_context
 
 
 def http_client(**options: Any):
@@ -53,7 +48,6 @@ def fal_client_for_run(key: str, destination: Any = None):
     from asyncstdlib import cached_property as async_cached_property
     from fal_client import client as fc
 
-    from . import egress
 
     quiet_httpx()
     destination = destination or egress.FAL

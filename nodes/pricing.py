@@ -314,7 +314,8 @@ class PriceBook:
         self._asked: set[tuple[str, str]] = set()   # (server, catalogue endpoint) asked for
 
     def path(self) -> Path | None:
-        from .caches import cache_directory
+        """Where the local-files store keeps the price book."""
+        from .state import cache_directory
         directory = cache_directory()
         return directory.parent / "prices.json" if directory is not None else None
 
@@ -322,18 +323,18 @@ class PriceBook:
         if self._loaded_disk:
             return
         self._loaded_disk = True
-        path = self.path()
-        if path is None:
-            return
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+        from . import state
+        try:   # the owner's state store: prices.json beside the cache, or Redis
+            data = state.store().read_doc("prices")
+            if data is None:
+                return
             server = str(data["server"])
             prices = {k: Price(_unit_price(v["unit_price"]), str(v["unit"]), "fal")
                       for k, v in data["prices"].items()}
             with self._lock:
                 self._prices.setdefault(server, {}).update(prices)
                 self._fetched_at[server] = float(data["fetched_at"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, state.StateUnavailable):
             pass
 
     @staticmethod
@@ -410,16 +411,13 @@ class PriceBook:
             self._prices.setdefault(server, {}).update(prices)
             self._fetched_at[server] = time.time()
             fetched_at = self._fetched_at[server]
-        path = self.path()
-        if path is None:
-            return True
-        from .keystore import write_private_json
+        from . import state
         try:   # off the loop: this may run on ComfyUI's own
-            await asyncio.to_thread(write_private_json, path, {
+            await asyncio.to_thread(lambda: state.store().write_doc("prices", {
                 "server": server, "fetched_at": fetched_at,
                 "prices": {k: {"unit_price": v.unit_price, "unit": v.unit}
-                           for k, v in prices.items()}})
-        except OSError:
+                           for k, v in prices.items()}}))
+        except (OSError, state.StateUnavailable):
             pass
         return True
 

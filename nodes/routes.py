@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import egress, keystore, pricing, server_settings
+from . import egress, keystore, pricing, server_settings, state
 
 log = logging.getLogger("comfyui_fal_edit")
 
@@ -152,7 +152,10 @@ def same_origin_only(handler: Handler) -> Handler:
         if reason is not None:
             log.warning("fal routes: refused %s %s: %s", request.method, request.path, reason)
             return _error(403, f"refused: {reason}; use the fal panels from ComfyUI's own page")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except state.StateUnavailable as exc:   # Redis away: one sentence, not a traceback
+            return _error(503, str(exc))
 
     guarded.__name__ = handler.__name__
     guarded.__doc__ = handler.__doc__

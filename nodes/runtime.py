@@ -19,13 +19,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import socket
 import time
+import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from . import egress, imaging, server_settings
+from . import egress, imaging, server_settings, state
 from .caches import caches, request_key
 from .concurrency import budget, loop_clients, within
 from .endpoints import Endpoint
@@ -49,6 +53,15 @@ STATUS_EVERY_S = 1.0
 # A price refresh started by a run may finish this long after the run's own work; then it
 # is cancelled with the run's loop (the next run or the server's start-up tries again).
 PRICE_REFRESH_GRACE_S = 1.0
+# A run's hold against the daily ceiling outlives its items' deadlines by this much, then
+# expires (a worker that died mid-run must not keep the ceiling's headroom).
+HOLD_GRACE_S = 120.0
+# Single flight across workers: a request's lease lasts this long unless its holder renews
+# it (every third of it); a worker waiting for another's answer looks this often.
+LEASE_S = 10.0
+LEASE_POLL_S = 0.2
+# This worker, as the holder of leases (host, process, and a random part for restarts).
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 # The longest a run waits for a catalogue endpoint's price (within its own timeout_s): a
 # price list that drips its answer must not hold the node.
 PRICE_LOOKUP_S = 10.0
@@ -83,7 +96,8 @@ class Run:
         self.items: list[WorkItem] = []
         self.key = ""
         self.destination = self.owner_default = egress.FAL
-        self.hold: int | None = None     # what this run holds in the ledger until billed
+        self.hold: int | None = None     # what this run holds in the ledger until sent
+        self.day_hold: str | None = None  # ... and against the daily ceiling, in the store
         self.server = ""                 # the destination's name: what caches are keyed on
         self.t0 = time.monotonic()
         self.last_status = 0.0
@@ -99,6 +113,8 @@ class Run:
     async def execute(self, payload: dict[str, Any], image_inputs: list[Any]) -> RunOutcome:
         try:
             return await self._execute(payload, image_inputs)
+        except state.StateUnavailable as exc:   # already a sentence naming the store
+            raise self.fail(str(exc)) from None
         finally:
             self._release_inputs()
 
@@ -131,14 +147,15 @@ class Run:
             except asyncio.TimeoutError:   # a price list that answers too slowly: counted as
                 pass                       # unpriced (pricing.UNPRICED) below
         self.cost = self._estimate(pending)
-        # Off the loop: the owner's ceilings and today's spend are files.
+        # Off the loop: the owner's ceilings and today's spend are files, or on Redis.
         self.hold = await asyncio.to_thread(ledger.hold_if, self.prompt_id, self.cost.total,
-                                            self._guard_spend)
+                                            lambda: self._guard_spend(len(pending)))
         try:
             if pending:
                 await self._call_fal(pending)
         finally:
             ledger.release(self.hold)
+            await asyncio.to_thread(_let_go, self.day_hold)
 
         # The frames are decoded into the batch on the pixel threads, off the loop; fresh
         # ones were placed as they arrived.
@@ -219,32 +236,40 @@ class Run:
                           for i in pending}
         return estimate(self.endpoint.endpoint_id, asked, price, cached)
 
-    def _guard_spend(self) -> None:
+    def _guard_spend(self, requests: int) -> None:
         """Fail before any upload when this node would take spending past a limit: the
         workflow's own (fal Settings), or the owner's ceilings on the server, which a
         workflow can only lower. What runs that passed the guard are about to spend counts
-        as spent (the calls of a list input run at once)."""
+        as spent (the calls of a list input run at once). The daily ceiling is checked and
+        held last, in one step of the state store: with Redis, every worker's runs count."""
         owner = server_settings.load()
-        if owner["max_usd_per_day"] > 0 and self.cost.total > 0:
-            try:
-                server_settings.spent_today()
-            except server_settings.SpendFileUnreadable as exc:
-                raise self.fail(f"the spend guard stopped this run before any upload: {exc}")
         prompt_spent = ledger.spent(self.prompt_id, held=True)
         limits = [(self.settings.max_usd_per_prompt, prompt_spent, "this prompt",
                    "raise max_usd_per_prompt in fal Settings (0 means no limit)"),
                   (self.settings.max_usd_per_session, ledger.spent(held=True), "this session",
                    "raise max_usd_per_session in fal Settings (0 means no limit)"),
                   (owner["max_usd_per_prompt"], prompt_spent, "this prompt",
-                   "this ComfyUI's owner can raise the per-prompt ceiling in Settings → fal"),
-                  (owner["max_usd_per_day"], _spent_today() + ledger.held(), "today",
-                   "this ComfyUI's owner can raise the daily ceiling in Settings → fal")]
+                   "this ComfyUI's owner can raise the per-prompt ceiling in Settings → fal")]
         for limit, spent, scope, fix in limits:
             if limit > 0 and spent + self.cost.total > limit + 1e-9:
-                raise self.fail(
-                    f"the spend guard stopped this run before any upload: its estimate "
-                    f"${self.cost.total:.3f} plus ${spent:.3f} spent or under way in {scope} "
-                    f"would pass the ${limit:.2f} limit; {fix}, or make the batch smaller")
+                raise self._over(limit, spent, scope, fix)
+        # A run that dies keeps its hold no longer than its items could take.
+        rounds = -(-requests // max(1, self.settings.concurrency)) if requests else 0
+        expires = time.time() + HOLD_GRACE_S + rounds * max(self.settings.timeout_s, 60.0)
+        try:
+            self.day_hold = state.store().reserve(self.cost.total, owner["max_usd_per_day"],
+                                                  expires)
+        except state.SpendFileUnreadable as exc:
+            raise self.fail(f"the spend guard stopped this run before any upload: {exc}")
+        except state.CeilingReached as exc:
+            raise self._over(owner["max_usd_per_day"], exc.spent, "today",
+                             "this ComfyUI's owner can raise the daily ceiling in Settings → fal")
+
+    def _over(self, limit: float, spent: float, scope: str, fix: str) -> FalNodeError:
+        return self.fail(
+            f"the spend guard stopped this run before any upload: its estimate "
+            f"${self.cost.total:.3f} plus ${spent:.3f} spent or under way in {scope} "
+            f"would pass the ${limit:.2f} limit; {fix}, or make the batch smaller")
 
     async def _call_fal(self, pending: list[WorkItem]) -> None:
         """Run the pending items through upload, queue and results, within the process's
@@ -309,11 +334,68 @@ class Run:
                 return
             leader, shared = caches.claim(item.key)   # that one failed: our turn
         try:
-            await self._call_for(item)
+            async with self._lease(item) as answered:
+                if not answered:
+                    try:
+                        await self._call_for(item)
+                    finally:   # out of the journal before the lease goes to another worker
+                        if self.queue is not None:
+                            await self.queue.forget(item)
+        except state.StateUnavailable as exc:   # taking or waiting for the lease
+            if not item.finished:
+                item.error, item.state, item.finished = exc, "failed", True
         finally:
             caches.release(item.key, item.result)
-            if self.queue is not None:
-                await self.queue.forget(item)
+
+    @asynccontextmanager
+    async def _lease(self, item: WorkItem):
+        """Single flight across workers sharing one state store: hold the request's lease
+        while calling fal (renewed as long as this worker lives). While another worker
+        holds it, wait for its answer in the result cache; if that worker dies, its lease
+        expires, this one takes it over and picks the fal job up by the request id in the
+        journal (FalQueue.resume). Yields True when another worker's answer was taken."""
+        store = state.store()
+        waited = False
+        while not await asyncio.to_thread(store.acquire_lease, item.key, WORKER_ID, LEASE_S):
+            if not waited:
+                waited = True
+                item.state = "waiting for another worker's identical request"
+            if self.settings.cache == "use":
+                found = await asyncio.to_thread(caches.result, item.key)
+                if found is not None:
+                    item.result, item.cached, item.finished = found, True, True
+                    item.state = "from another worker (no charge)"
+                    yield True
+                    return
+            await asyncio.sleep(LEASE_POLL_S)
+        if waited and self.settings.cache == "use":
+            # The holder may have answered just before letting go.
+            found = await asyncio.to_thread(caches.result, item.key)
+            if found is not None:
+                item.result, item.cached, item.finished = found, True, True
+                item.state = "from another worker (no charge)"
+                await asyncio.to_thread(store.release_lease, item.key, WORKER_ID)
+                yield True
+                return
+        renew = asyncio.create_task(self._renew_lease(store, item.key))
+        try:
+            yield False
+        finally:
+            renew.cancel()
+            await asyncio.gather(renew, return_exceptions=True)
+            try:
+                await asyncio.to_thread(store.release_lease, item.key, WORKER_ID)
+            except state.StateUnavailable:
+                pass   # it expires on its own
+
+    @staticmethod
+    async def _renew_lease(store: state.StateStore, key: str) -> None:
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            try:
+                await asyncio.to_thread(store.acquire_lease, key, WORKER_ID, LEASE_S)
+            except state.StateUnavailable as exc:
+                log.warning("%s", exc)
 
     async def _call_for(self, item: WorkItem) -> None:
         assert self.queue is not None
@@ -395,11 +477,16 @@ class Run:
                             self.prompt_id)
         # A bill fal sent for the item's previous request (an error answer before a resubmit)
         # is that request's, not the next one's.
-        change = self._bill(item.charges[-1], item) if item.charges else 0.0
+        previous = item.charges[-1] if item.charges else None
+        change = self._bill(previous, item) if previous is not None else 0.0
         item.billed_units = None
-        await asyncio.to_thread(server_settings.adjust_spend, entry.estimated_usd + change)
+        await asyncio.to_thread(state.store().charge, self.day_hold, entry.estimated_usd)
+        if change:   # that request's bill: today's spend only, not this run's hold
+            await asyncio.to_thread(state.store().charge, None, change)
+            await asyncio.to_thread(self._note, previous)
         item.charges.append(entry)
         ledger.enter_sent(entry, self.hold)
+        await asyncio.to_thread(self._note, entry)
 
     async def _on_unsent(self, item: WorkItem) -> None:
         """That submit provably never reached fal: its charge is taken back."""
@@ -407,7 +494,7 @@ class Run:
             return
         entry = item.charges.pop()
         ledger.take_back(entry, self.hold)
-        await asyncio.to_thread(server_settings.adjust_spend, -entry.estimated_usd)
+        await asyncio.to_thread(state.store().charge, self.day_hold, -entry.estimated_usd)
 
     async def _settle(self, item: WorkItem) -> None:
         """The item is over: its last submit gets the request id, and what it counts
@@ -433,8 +520,12 @@ class Run:
         change = entry.counted_usd - before          # an "up to" count that brought fewer
         change += self._bill(entry, item)            # fal's bill, where it sent one
         item.cost = sum(c.estimated_usd for c in item.charges)
-        if change:
-            await asyncio.to_thread(server_settings.adjust_spend, change)
+        try:
+            if change:   # kept by the store until it is back
+                await asyncio.to_thread(state.store().charge, None, change)
+            await asyncio.to_thread(self._note, entry)
+        except state.StateUnavailable as exc:
+            log.warning("%s", exc)
 
     def _bill(self, entry: LedgerEntry, item: WorkItem) -> float:
         """fal's bill for `entry`'s request, if it sent one (its billable units times the
@@ -448,6 +539,13 @@ class Run:
             learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
                          self.owner_default.name)
         return entry.counted_usd - before
+
+    def _note(self, entry: LedgerEntry) -> None:
+        """The request's row in the fleet's ledger (Redis: every worker's requests today)."""
+        state.store().note_request(f"{WORKER_ID}:{id(entry)}", {
+            "endpoint": entry.endpoint_id, "request_id": entry.request_id,
+            "estimated_usd": entry.estimated_usd, "billed_usd": entry.billed_usd,
+            "prompt_id": entry.prompt_id, "at": entry.at, "worker": WORKER_ID})
 
     # the node's answer and status ------------------------------------------
     def _outcome(self, images: torch.Tensor, urls: list[str], notes: list[str]) -> RunOutcome:
@@ -559,13 +657,14 @@ def _key_for(destination: egress.Destination, settings: FalSettings) -> str | No
         return None
 
 
-def _spent_today() -> float:
-    """Today's spend for the daily ceiling (the guard has checked the file is readable; a
-    damaged one counts as no headroom at all)."""
-    try:
-        return server_settings.spent_today()
-    except server_settings.SpendFileUnreadable:
-        return float("inf")
+def _let_go(day_hold: str | None) -> None:
+    """What a run still holds against the daily ceiling is let go (a store that can't be
+    reached lets it expire on its own)."""
+    if day_hold is not None:
+        try:
+            state.store().release(day_hold)
+        except state.StateUnavailable as exc:
+            log.warning("%s", exc)
 
 
 class _InterruptRequested(Exception):

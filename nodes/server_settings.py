@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
-from . import keystore
-from .egress import EgressRefused, normalize
+from . import keystore, state
+from .addresses import EgressRefused, normalize
+from .state import SpendFileUnreadable, spend_path  # noqa: F401  (routes, tests)
+from .state.local import SPEND_FILE_NAME  # noqa: F401
 
 FILE_NAME = "server_settings.json"
-SPEND_FILE_NAME = "spend_by_day.json"
 MAX_SERVERS = 20
 
 DEFAULTS: dict[str, Any] = {
@@ -55,23 +55,32 @@ def path() -> Path:
 
 def load() -> dict[str, Any]:
     """The owner's settings, defaults filled in. An unreadable or malformed file counts as
-    the defaults (the strictest choice: no extra servers), with one warning per call."""
+    the defaults (the strictest choice: no extra servers), with one warning per call.
+    (From the owner's state store: this file, or Redis shared by several workers.)"""
     try:
-        data = keystore.read_json(path())
+        data = state.store().read_doc("server_settings")
     except keystore.KeyStoreError as exc:
-        _warn(str(exc))
+        warn(str(exc))
+        data = None
+    except ValueError:   # a damaged document in Redis
+        warn(f"the settings on {state.store().where} are not JSON; using the defaults")
         data = None
     out = dict(DEFAULTS)
     if data is None:
         return out
     if not isinstance(data, dict):
-        _warn(f"{path()} is not a JSON object; using the defaults")
+        warn(f"{_where()} is not a JSON object; using the defaults")
         return out
     try:
         out.update(_checked(data, partial=True, strict=False))
     except SettingsError as exc:
-        _warn(f"{path()}: {exc}; using the defaults")
+        warn(f"{_where()}: {exc}; using the defaults")
     return out
+
+
+def _where() -> str:
+    found = state.store()
+    return str(path()) if found.kind == "local" else f"the settings on {found.where}"
 
 
 def update(changes: Any) -> dict[str, Any]:
@@ -79,12 +88,12 @@ def update(changes: Any) -> dict[str, Any]:
     if not isinstance(changes, dict):
         raise SettingsError("send a JSON object with some of: " + ", ".join(DEFAULTS))
     checked = _checked(changes, partial=True, strict=True)
-    target = path()
-    with keystore.locked(target):
+
+    def change(_stored: Any) -> dict[str, Any]:
         current = load()
         current.update(checked)
-        keystore.write_private_json(target, current, prefix=".settings-")
-    return current
+        return current
+    return state.store().update_doc("server_settings", change)
 
 
 def _checked(values: dict[str, Any], partial: bool, strict: bool) -> dict[str, Any]:
@@ -128,53 +137,20 @@ def _servers(value: Any) -> list[str]:
 _warned: set[str] = set()
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
+    """One warning per distinct message."""
     if message not in _warned:
         _warned.add(message)
         import logging
         logging.getLogger("comfyui_fal_edit").warning("fal server settings: %s", message)
 
 
-# -- spend by day: the daily ceiling must survive a restart -------------------------
-
-def _today() -> str:
-    return time.strftime("%Y-%m-%d")
-
-
-class SpendFileUnreadable(Exception):
-    """The daily spend file can't be trusted: the message is one sentence naming it."""
-
-
-def spend_path() -> Path:
-    return keystore.key_file().parent / SPEND_FILE_NAME
-
-
-def _read_days(target: Path) -> dict[str, Any]:
-    """The spend file's days; SpendFileUnreadable when it, or today's figure, is not what
-    this pack writes (truncated, a string, a list, NaN, a negative amount): such a file
-    must neither read as $0 nor be overwritten, which would lose the day."""
-    try:
-        data = keystore.read_json(target)
-    except keystore.KeyStoreError:
-        data = _UNREADABLE
-    if data is None:
-        return {}
-    today = data.get(_today(), 0.0) if isinstance(data, dict) else None
-    if data is _UNREADABLE or not isinstance(data, dict) or isinstance(today, bool) or \
-            not isinstance(today, (int, float)) or not math.isfinite(today) or today < 0:
-        raise SpendFileUnreadable(
-            f"today's fal spend can't be read from {target} (it is damaged), so the daily "
-            f"ceiling counts as reached; this ComfyUI's owner can correct or delete that file")
-    return data
-
-
-_UNREADABLE = object()
-
+# -- spend by day: the daily ceiling must survive a restart (and count every worker) --
 
 def spent_today() -> float:
-    """Today's fal spend (every request sent, at fal's bill or its estimate).
-    SpendFileUnreadable when the file is damaged."""
-    return float(_read_days(spend_path()).get(_today(), 0.0))
+    """Today's fal spend (every request sent, at fal's bill or its estimate), from the
+    owner's state store. SpendFileUnreadable when what is stored is damaged."""
+    return state.store().spent_today()
 
 
 def add_spend(usd: float) -> None:
@@ -188,25 +164,7 @@ def adjust_spend(delta: float) -> None:
     """Change today's total by `delta`: a request sent (+ its estimate), one that never
     reached fal (- its estimate), fal's bill replacing an estimate (+ the difference). The
     total never goes below 0; a damaged file is left as it is (it counts as the ceiling)."""
-    if not math.isfinite(delta) or delta == 0:
-        return
-    target = spend_path()
-    try:
-        with keystore.locked(target):
-            days = _read_days(target)
-            today = _today()
-            previous = float(days.get(today, 0.0))
-            days = {d: v for d, v in days.items() if isinstance(d, str) and d >= _week_ago()}
-            days[today] = round(max(0.0, previous + delta), 6)
-            keystore.write_private_json(target, days, prefix=".spend-")
-    except SpendFileUnreadable as exc:
-        _warn(str(exc))
-    except (OSError, keystore.KeyStoreError) as exc:
-        _warn(f"today's fal spend could not be saved ({type(exc).__name__})")
-
-
-def _week_ago() -> str:
-    return time.strftime("%Y-%m-%d", time.localtime(time.time() - 7 * 86400))
+    state.store().charge(None, delta)
 
 
 # -- the command line (through keystore.py, which runs as a script) ------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -39,9 +40,17 @@ def emulator_server():
 
 
 @pytest.fixture
-def fal(emulator_server, monkeypatch, tmp_path):
-    """A clean emulator, clean caches, a key in FAL_KEY and the pack pointed at the emulator."""
+def fal(emulator_server, monkeypatch, tmp_path, request):
+    """A clean emulator, clean caches, a key in FAL_KEY and the pack pointed at the emulator.
+    With COMFYUI_FAL_TEST_STATE=redis in the environment, every test runs on a Redis state
+    (a namespace of its own) instead of local files: the suite, run that way, exercises the
+    Redis backend (tests that look at the local files themselves then fail, as they should)."""
     emulator_server.reset()
+    if os.environ.get("COMFYUI_FAL_TEST_STATE") == "redis":
+        import uuid
+        server = request.getfixturevalue("redis_server")
+        monkeypatch.setenv("COMFYUI_FAL_REDIS_URL", server.url)
+        monkeypatch.setenv("COMFYUI_FAL_REDIS_PREFIX", f"suite-{uuid.uuid4().hex[:10]}:")
     caches_mod.caches.clear()
     pricing.prices.clear()
     pricing.price_refresh.reset()
@@ -57,6 +66,32 @@ def fal(emulator_server, monkeypatch, tmp_path):
     caches_mod.caches.clear()
     host.interrupt_requested = False
     host.status_listener = None
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One real redis-server for the session (no persistence); skips, saying why, where
+    none can be started."""
+    from redis_server import RedisServer, available
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def shared_state(fal, redis_server, monkeypatch):
+    """The pack's state on the session's Redis, in a namespace of this test's own."""
+    import uuid
+
+    from comfyui_fal_edit.nodes import state
+    prefix = f"test-{uuid.uuid4().hex[:10]}:"
+    monkeypatch.setenv(state.ENV_REDIS_URL, redis_server.url)
+    monkeypatch.setenv(state.ENV_REDIS_PREFIX, prefix)
+    state.reset()
+    yield prefix
+    state.reset()
 
 
 @pytest.fixture

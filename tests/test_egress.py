@@ -205,3 +205,23 @@ def test_another_pack_moving_fal_client_globals_cannot_take_the_key(fal, strange
     with pytest.raises(FalNodeError, match=f"credentials to 127.0.0.1:{stranger.port}"):
         run_node("FalColorCorrection", image=sample_image(32, 32, seed=13))
     assert stranger.with_key(TEST_KEY) == []
+
+
+def test_egress_transport_and_owner_settings_import_one_way_only():
+    """server_settings <- egress <- fal_transport, with the shared address helpers in a leaf
+    (addresses.py): no import between them goes back up, even one inside a function."""
+    import ast
+    from pathlib import Path
+    nodes = Path(__file__).resolve().parents[1] / "nodes"
+    trio = {"egress", "fal_transport", "server_settings", "addresses"}
+    graph: dict[str, set[str]] = {}
+    for name in trio:
+        tree = ast.parse((nodes / f"{name}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module} if node.module else {a.name for a in node.names}
+        graph[name] = found & trio
+    assert graph["addresses"] == set()
+    assert graph["server_settings"] <= {"addresses"}
+    assert "fal_transport" not in graph["egress"] and "egress" not in graph["server_settings"]
