@@ -529,8 +529,13 @@ class Run:
 
     def _bill(self, entry: LedgerEntry, item: WorkItem) -> float:
         """fal's bill for `entry`'s request, if it sent one (its billable units times the
-        endpoint's unit price), replaces its estimate; returns the change in what it counts."""
-        if item.billed_units is None or self.unit_price is None:
+        endpoint's unit price), replaces its estimate; returns the change in what it counts.
+
+        Only a bill from fal, or from the server the owner sends every run to, is believed:
+        like a price, a bill from a server a workflow picked (even an allowed one) could say
+        0 units and take the request out of the owner's ceilings; its estimate stays."""
+        if item.billed_units is None or self.unit_price is None or \
+                self.destination != self.owner_default:
             return 0.0
         before = entry.counted_usd
         entry.billed_units = item.billed_units

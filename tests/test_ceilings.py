@@ -194,3 +194,30 @@ def test_prices_are_kept_per_server():
     assert book.price(SEEDREAM, "server:http://a/").unit_price == 0.04
     assert book.price(SEEDREAM, "server:http://b/") is None
     asyncio.run(asyncio.sleep(0))
+
+
+def test_a_bill_from_a_server_the_workflow_picked_does_not_replace_the_estimate(fal, monkeypatch):
+    """A hostile answer: the owner allowed a test server; a workflow runs there and its
+    results say fal billed 0 units. The request stays counted at its estimate, and nothing
+    is learned from that bill for the owner's own server (aura-sr is billed per second, so
+    a learned $0 would later count its requests as free)."""
+    aura = "fal-ai/aura-sr"
+    with FalEmulator() as other:
+        original = other.server._result_response
+
+        def billed_nothing(job):
+            response = original(job)
+            response.headers["x-fal-billable-units"] = "0"
+            return response
+
+        monkeypatch.setattr(other.server, "_result_response", billed_nothing)
+        server_settings.update({"allowed_servers": [other.base_url]})
+        for endpoint in (PRODUCT_SHOT, aura):
+            run(endpoint, {}, FalSettings(base_url=other.base_url, max_usd_per_prompt=0,
+                                          max_usd_per_session=0),
+                image=sample_image(8, 8, seed=7))
+        assert other.state.count("submit") == 2
+    entries = pricing.ledger.entries()
+    assert [e.billed_usd for e in entries] == [None, None]
+    assert counted() == pytest.approx(0.04 + pricing.UNPRICED.unit_price)
+    assert pricing.learned.table(pricing.PriceBook._server()) == {}
