@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import sys
@@ -27,19 +26,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from tools.pack_loader import load_pack  # noqa: E402
+
 PRODUCT_SHOT = "fal-ai/bria/product-shot"          # $0.04 an image at the emulator
 LCM = "fal-ai/fast-lcm-diffusion/image-to-image"   # $0.025 a megapixel
 LAYERED = "fal-ai/qwen-image-layered"              # $0.05 an image
 SEEDREAM = "fal-ai/bytedance/seedream/v4.5/edit"   # $0.04 an image
 
-
-def load(pack_dir: Path):
-    spec = importlib.util.spec_from_file_location(
-        "comfyui_fal_edit", pack_dir / "__init__.py", submodule_search_locations=[str(pack_dir)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["comfyui_fal_edit"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def frames(batch: int, size: int = 8, seed: int = 0) -> torch.Tensor:
@@ -58,7 +51,7 @@ def main() -> int:
     emulator = FalEmulator().start()
     os.environ.update({"COMFYUI_FAL_BASE_URL": emulator.base_url,
                        "FAL_KEY": "bench-key-not-a-real-fal-key"})
-    pack = load(Path(args.pack).resolve())
+    pack = load_pack(Path(args.pack).resolve())
     from comfyui_fal_edit.nodes import caches, pricing, server_settings
     from comfyui_fal_edit.nodes.host import host
     from comfyui_fal_edit.nodes.settings import FalSettings

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import sys
 import tempfile
@@ -34,15 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key-submit-0001"
 NODE = "FalColorCorrection"
 
-
-def load_pack(path: Path):
-    """The pack at `path`, loaded the way ComfyUI loads a custom node folder."""
-    spec = importlib.util.spec_from_file_location(
-        "comfyui_fal_edit", path / "__init__.py", submodule_search_locations=[str(path)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["comfyui_fal_edit"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def image():
@@ -78,13 +68,14 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from fal_emulator import FalEmulator
+    from tools.pack_loader import load_pack
 
     scratch = tempfile.mkdtemp(prefix="submit-safety-")
     with FalEmulator() as emulator:
         os.environ.update(COMFYUI_FAL_BASE_URL=emulator.base_url, FAL_KEY=KEY,
                           COMFYUI_FAL_CACHE_DIR=scratch + "/cache",
                           COMFYUI_FAL_KEYS_FILE=scratch + "/keys.json")
-        pack = load_pack(Path(args.pack))
+        pack = load_pack(Path(args.pack).resolve())
         state = emulator.state
         print(f"pack: {args.pack}")
         for losses in (1, 3, 5, 10):
