@@ -139,3 +139,43 @@ def test_a_cost_learned_on_a_small_image_does_not_price_a_large_one(priced, stat
     assert "what fal last billed for these inputs" in statuses[-1]
     run_aura(sample_image(8, 8, seed=85), max_usd_per_prompt=0.3)
     assert "what fal last billed for these inputs" in statuses[-1]
+
+
+# -- through a proxy, a 502 or 504 may come after fal made the job -------------------------
+
+class GatewayProxy:
+    """A fal-js proxy behind which fal's answer was lost: like nginx or any gateway, it
+    answers 502 (its upstream broke) with no fal request id, though fal made the job."""
+
+    def __new__(cls, emulator_base: str, key: str):
+        from aiohttp import web
+        from servers import FalJsProxy
+
+        class Proxy(FalJsProxy):
+            def app(self):
+                app = super().app()
+
+                @web.middleware
+                async def bad_gateway(request, handler):
+                    try:
+                        return await handler(request)
+                    except Exception:
+                        return web.json_response({"detail": "Bad Gateway"}, status=502)
+                app.middlewares.append(bad_gateway)
+                return app
+        return Proxy(emulator_base, key)
+
+
+def test_a_502_from_a_proxy_after_fal_made_the_job_stays_counted(fal, monkeypatch, statuses):
+    """fal's ingress answers 502 without a request id when nothing reached a job, but a
+    proxy answers it when fal's answer did not come back: that submit may be billed. It
+    stays counted, and is sent again at most once, like any lost answer."""
+    with GatewayProxy(fal.base_url, "proxy-own-key-5d2e") as proxy:
+        monkeypatch.delenv("COMFYUI_FAL_BASE_URL")
+        monkeypatch.setenv("COMFYUI_FAL_PROXY_URL", proxy.url)
+        fal.state.add_fault("submit", "lost_answer", times=1)
+        images, _, _ = run_node(NODE, image=sample_image(48, 40, seed=90))
+    assert images.shape[0] == 1
+    assert jobs(fal) == 2
+    assert len(pricing.ledger.entries()) == 2, "the job behind the 502 was taken back"
+    assert "fal may have billed 1 request whose answer was lost" in statuses[-1]
