@@ -545,7 +545,9 @@ class Run:
         entry.request_id = item.request_id or entry.request_id
         entry.queue_s, entry.run_s = getattr(item, "queue_s", None), getattr(item, "run_s", None)
         before = entry.counted_usd
-        if item.result is not None:
+        # Like a bill, the images an answer brought lower what it counts only when the
+        # answer is fal's or the owner's own server's, never one a workflow picked.
+        if item.result is not None and self.destination == self.owner_default:
             most = self.endpoint.most_images(item.payload)
             came = min(len(item.result.urls), most)
             entry.estimated_usd = round(entry.estimated_usd * came / most, 6)

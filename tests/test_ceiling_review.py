@@ -179,3 +179,36 @@ def test_a_502_from_a_proxy_after_fal_made_the_job_stays_counted(fal, monkeypatc
     assert jobs(fal) == 2
     assert len(pricing.ledger.entries()) == 2, "the job behind the 502 was taken back"
     assert "fal may have billed 1 request whose answer was lost" in statuses[-1]
+
+
+# -- a server the workflow picked can't lower what its requests count ---------------------
+
+def test_fewer_images_from_a_server_the_workflow_picked_do_not_lower_the_count(fal, monkeypatch):
+    """A hostile answer: the owner allowed a test server; a workflow asks it for 4 product
+    shots ($0.16 counted) and its answer brings 1. Like its bill, that answer is not
+    believed: the request stays counted at $0.16, not $0.04."""
+    from fal_emulator import FalEmulator
+
+    product_shot = "fal-ai/bria/product-shot"
+    with FalEmulator() as other:
+        original = other.server._result_response
+
+        def one_image(job):
+            if job.result and len(job.result.get("images") or []) > 1:
+                job.result = {**job.result, "images": job.result["images"][:1]}
+            response = original(job)
+            response.headers.pop("x-fal-billable-units", None)
+            return response
+
+        monkeypatch.setattr(other.server, "_result_response", one_image)
+        server_settings.update({"allowed_servers": [other.base_url]})
+        run_node("FalImageEndpoint", endpoint=product_shot,
+                 arguments=json.dumps({"num_results": 4, "placement_type": "manual_placement"}),
+                 image=sample_image(8, 8, seed=95),
+                 settings=FalSettings(base_url=other.base_url, max_usd_per_prompt=0,
+                                      max_usd_per_session=0))
+        assert other.state.count("submit") == 1
+    [entry] = pricing.ledger.entries()
+    assert entry.billed_usd is None
+    assert pricing.ledger.spent() == pytest.approx(0.16)
+    assert server_settings.spent_today() == pytest.approx(0.16)
