@@ -534,7 +534,8 @@ class Run:
         images that came back."""
         if item.cached:
             return
-        if not item.charges and item.request_id:
+        resumed = not item.charges and bool(item.request_id)
+        if resumed:
             # Picked up from an earlier process, which counted it when it sent it.
             item.charges.append(LedgerEntry(self.endpoint.endpoint_id, item.request_id, False,
                                             self._request_estimate(item), self.prompt_id))
@@ -553,6 +554,11 @@ class Run:
             entry.estimated_usd = round(entry.estimated_usd * came / most, 6)
         change = entry.counted_usd - before          # an "up to" count that brought fewer
         change += self._bill(entry, item)            # fal's bill, where it sent one
+        if resumed:
+            # What the earlier process entered in today's spend for it is not known here (its
+            # price may have been another): fal's bill is added in full, so the day counts at
+            # least what fal billed, never less.
+            change = entry.billed_usd or 0.0
         item.cost = sum(c.estimated_usd for c in item.charges)
         try:
             if change:   # kept by the store until it is back
