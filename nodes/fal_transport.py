@@ -78,6 +78,9 @@ def fal_client_for_run(key: str, destination: Any = None):
 
     class RunClient(fal_client.AsyncClient):
         _uploads_http = None
+        # What an answer proves depends on who sent it (stages/submit.py): through a proxy,
+        # a 502 or 504 may come after fal made the job.
+        through_proxy = destination.kind == "proxy"
 
         @async_cached_property(asyncio.Lock)
         async def _client(self) -> httpx.AsyncClient:

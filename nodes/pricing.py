@@ -745,32 +745,38 @@ class LearnedCosts:
     """The last cost fal billed for one request of an endpoint with given inputs, per
     server: what an endpoint billed per second or in a vague unit costs, learned from its
     runs (the badge shows it, marked as such; the guard counts it instead of the
-    conservative UNPRICED once it exists)."""
+    conservative UNPRICED once it exists). A cost is kept with the input megapixels it was
+    billed for, and counts only for inputs no larger: a second of GPU time on a 16x16
+    image says nothing of a 4 MP one."""
 
     MAX_PER_ENDPOINT = 20
 
     def __init__(self) -> None:
-        self._costs: dict[tuple[str, str], dict[str, float]] = {}
+        self._costs: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
         self._lock = threading.Lock()
 
     def note(self, endpoint_id: str, payload: Mapping[str, Any], usd: float,
-             server: str) -> None:
+             server: str, megapixels: float = 0.0) -> None:
         with self._lock:
             rows = self._costs.setdefault((server, endpoint_id), {})
             rows.pop(cost_inputs(payload), None)
-            rows[cost_inputs(payload)] = usd
+            rows[cost_inputs(payload)] = (usd, megapixels)
             while len(rows) > self.MAX_PER_ENDPOINT:
                 rows.pop(next(iter(rows)))
 
-    def last(self, endpoint_id: str, payload: Mapping[str, Any], server: str) -> float | None:
+    def last(self, endpoint_id: str, payload: Mapping[str, Any], server: str,
+             megapixels: float = 0.0) -> float | None:
+        """The last bill for these inputs, if its images were at least `megapixels`."""
         with self._lock:
-            return self._costs.get((server, endpoint_id), {}).get(cost_inputs(payload))
+            usd, learned_on = self._costs.get((server, endpoint_id), {}).get(
+                cost_inputs(payload), (None, 0.0))
+            return usd if usd is not None and megapixels <= learned_on + 1e-9 else None
 
     def table(self, server: str) -> dict[str, list[dict[str, Any]]]:
         """{endpoint: [{"inputs": {...}, "usd": last billed for one request}]} for the badges."""
         with self._lock:
             return {endpoint: [{"inputs": json.loads(inputs), "usd": usd}
-                               for inputs, usd in rows.items()]
+                               for inputs, (usd, _) in rows.items()]
                     for (where, endpoint), rows in self._costs.items() if where == server}
 
     def clear(self) -> None:

@@ -108,6 +108,7 @@ class Run:
         self.cost = estimate(endpoint.endpoint_id, [], None)
         self.unit_price = None           # the endpoint's price as fal (or the owner's server) quotes it
         self._per_item: dict[int, float] = {}   # each pending item's estimate, by index
+        self._resends: set[int] = set()          # ledger entries (by id) sent again after a lost answer
 
     # the run, top to bottom -----------------------------------------------
     async def execute(self, payload: dict[str, Any], image_inputs: list[Any]) -> RunOutcome:
@@ -149,7 +150,7 @@ class Run:
         self.cost = self._estimate(pending)
         # Off the loop: the owner's ceilings and today's spend are files, or on Redis.
         self.hold = await asyncio.to_thread(ledger.hold_if, self.prompt_id, self.cost.total,
-                                            lambda: self._guard_spend(len(pending)))
+                                            lambda: self._hold_day(len(pending)))
         try:
             if pending:
                 await self._call_fal(pending)
@@ -224,7 +225,8 @@ class Run:
         if price.source == "assumed" and pending:
             # Billed per second or in a vague unit (or unpriced): once fal has billed these
             # inputs, the last bill counts instead of the conservative UNPRICED.
-            costs = [learned.last(self.endpoint.endpoint_id, i.payload, self.owner_default.name)
+            costs = [learned.last(self.endpoint.endpoint_id, i.payload, self.owner_default.name,
+                                  input_megapixels(i))
                      for i in pending]
             if all(c is not None for c in costs):
                 self._per_item = {i.index: c for i, c in zip(pending, costs)}
@@ -236,12 +238,17 @@ class Run:
                           for i in pending}
         return estimate(self.endpoint.endpoint_id, asked, price, cached)
 
-    def _guard_spend(self, requests: int) -> None:
-        """Fail before any upload when this node would take spending past a limit: the
-        workflow's own (fal Settings), or the owner's ceilings on the server, which a
-        workflow can only lower. What runs that passed the guard are about to spend counts
-        as spent (the calls of a list input run at once). The daily ceiling is checked and
-        held last, in one step of the state store: with Redis, every worker's runs count."""
+    def _hold_day(self, requests: int) -> None:
+        self.day_hold = self._guard_spend(requests, self.cost.total)
+
+    def _guard_spend(self, requests: int, usd: float, resend: bool = False) -> str:
+        """Fail before any upload when `usd` more (this node's estimate, or a resend's)
+        would take spending past a limit: the workflow's own (fal Settings), or the owner's
+        ceilings on the server, which a workflow can only lower. What runs that passed the
+        guard are about to spend counts as spent (the calls of a list input run at once).
+        The daily ceiling is checked and held last, in one step of the state store: with
+        Redis, every worker's runs count. Returns that hold's token. A `resend` (after a
+        lost answer) that would pass a limit is not sent: ItemFailed, saying so."""
         owner = server_settings.load()
         prompt_spent = ledger.spent(self.prompt_id, held=True)
         limits = [(self.settings.max_usd_per_prompt, prompt_spent, "this prompt",
@@ -251,24 +258,31 @@ class Run:
                   (owner["max_usd_per_prompt"], prompt_spent, "this prompt",
                    "this ComfyUI's owner can raise the per-prompt ceiling in Settings → fal")]
         for limit, spent, scope, fix in limits:
-            if limit > 0 and spent + self.cost.total > limit + 1e-9:
-                raise self._over(limit, spent, scope, fix)
+            if limit > 0 and spent + usd > limit + 1e-9:
+                raise self._over(usd, limit, spent, scope, fix, resend)
         # A run that dies keeps its hold no longer than its items could take.
         rounds = -(-requests // max(1, self.settings.concurrency)) if requests else 0
         expires = time.time() + HOLD_GRACE_S + rounds * max(self.settings.timeout_s, 60.0)
         try:
-            self.day_hold = state.store().reserve(self.cost.total, owner["max_usd_per_day"],
-                                                  expires)
+            return state.store().reserve(usd, owner["max_usd_per_day"], expires)
         except state.SpendFileUnreadable as exc:
-            raise self.fail(f"the spend guard stopped this run before any upload: {exc}")
+            raise (ItemFailed if resend else self.fail)(
+                f"the spend guard stopped this run before any upload: {exc}")
         except state.CeilingReached as exc:
-            raise self._over(owner["max_usd_per_day"], exc.spent, "today",
-                             "this ComfyUI's owner can raise the daily ceiling in Settings → fal")
+            raise self._over(usd, owner["max_usd_per_day"], exc.spent, "today",
+                             "this ComfyUI's owner can raise the daily ceiling in Settings → fal",
+                             resend)
 
-    def _over(self, limit: float, spent: float, scope: str, fix: str) -> FalNodeError:
+    def _over(self, usd: float, limit: float, spent: float, scope: str, fix: str,
+              resend: bool = False) -> Exception:
+        if resend:
+            return ItemFailed(
+                f"fal's answer to its submit was lost, and the spend guard did not send it "
+                f"again: ${usd:.3f} more plus ${spent:.3f} spent or under way in {scope} "
+                f"would pass the ${limit:.2f} limit; {fix}, or run again")
         return self.fail(
             f"the spend guard stopped this run before any upload: its estimate "
-            f"${self.cost.total:.3f} plus ${spent:.3f} spent or under way in {scope} "
+            f"${usd:.3f} plus ${spent:.3f} spent or under way in {scope} "
             f"would pass the ${limit:.2f} limit; {fix}, or make the batch smaller")
 
     async def _call_fal(self, pending: list[WorkItem]) -> None:
@@ -480,12 +494,27 @@ class Run:
         previous = item.charges[-1] if item.charges else None
         change = self._bill(previous, item) if previous is not None else 0.0
         item.billed_units = None
-        await asyncio.to_thread(state.store().charge, self.day_hold, entry.estimated_usd)
         if change:   # that request's bill: today's spend only, not this run's hold
             await asyncio.to_thread(state.store().charge, None, change)
             await asyncio.to_thread(self._note, previous)
-        item.charges.append(entry)
-        ledger.enter_sent(entry, self.hold)
+        hold, day_hold = self.hold, self.day_hold
+        if previous is not None:
+            # Sent again after a lost answer: a second request fal may bill, which the run's
+            # hold (one request per item) does not cover. It must fit the ceilings itself.
+            tokens: list[str] = []
+            hold = await asyncio.to_thread(
+                ledger.hold_if, self.prompt_id, entry.estimated_usd,
+                lambda: tokens.append(self._guard_spend(1, entry.estimated_usd, resend=True)))
+            day_hold = tokens[0]
+            self._resends.add(id(entry))
+        try:
+            await asyncio.to_thread(state.store().charge, day_hold, entry.estimated_usd)
+            item.charges.append(entry)
+            ledger.enter_sent(entry, hold)
+        finally:
+            if previous is not None:
+                ledger.release(hold)
+                await asyncio.to_thread(_let_go, day_hold)
         await asyncio.to_thread(self._note, entry)
 
     async def _on_unsent(self, item: WorkItem) -> None:
@@ -493,8 +522,11 @@ class Run:
         if not item.charges:
             return
         entry = item.charges.pop()
-        ledger.take_back(entry, self.hold)
-        await asyncio.to_thread(state.store().charge, self.day_hold, -entry.estimated_usd)
+        # A resend's own hold was let go once it was sent: nothing of the run's to give back.
+        resend = id(entry) in self._resends
+        ledger.take_back(entry, None if resend else self.hold)
+        await asyncio.to_thread(state.store().charge, None if resend else self.day_hold,
+                                -entry.estimated_usd)
 
     async def _settle(self, item: WorkItem) -> None:
         """The item is over: its last submit gets the request id, and what it counts
@@ -502,7 +534,8 @@ class Run:
         images that came back."""
         if item.cached:
             return
-        if not item.charges and item.request_id:
+        resumed = not item.charges and bool(item.request_id)
+        if resumed:
             # Picked up from an earlier process, which counted it when it sent it.
             item.charges.append(LedgerEntry(self.endpoint.endpoint_id, item.request_id, False,
                                             self._request_estimate(item), self.prompt_id))
@@ -513,12 +546,19 @@ class Run:
         entry.request_id = item.request_id or entry.request_id
         entry.queue_s, entry.run_s = getattr(item, "queue_s", None), getattr(item, "run_s", None)
         before = entry.counted_usd
-        if item.result is not None:
+        # Like a bill, the images an answer brought lower what it counts only when the
+        # answer is fal's or the owner's own server's, never one a workflow picked.
+        if item.result is not None and self.destination == self.owner_default:
             most = self.endpoint.most_images(item.payload)
             came = min(len(item.result.urls), most)
             entry.estimated_usd = round(entry.estimated_usd * came / most, 6)
         change = entry.counted_usd - before          # an "up to" count that brought fewer
         change += self._bill(entry, item)            # fal's bill, where it sent one
+        if resumed:
+            # What the earlier process entered in today's spend for it is not known here (its
+            # price may have been another): fal's bill is added in full, so the day counts at
+            # least what fal billed, never less.
+            change = entry.billed_usd or 0.0
         item.cost = sum(c.estimated_usd for c in item.charges)
         try:
             if change:   # kept by the store until it is back
@@ -540,9 +580,11 @@ class Run:
         before = entry.counted_usd
         entry.billed_units = item.billed_units
         entry.billed_usd = round(item.billed_units * self.unit_price.unit_price, 6)
-        if not self.unit_price.countable:   # what such a unit costs is learned
+        # What such a unit costs is learned, from a request that made what it was asked
+        # for: a failed one's bill (often 0) says nothing of what the next one costs.
+        if not self.unit_price.countable and item.result is not None and entry.billed_usd > 0:
             learned.note(self.endpoint.endpoint_id, item.payload, entry.billed_usd,
-                         self.owner_default.name)
+                         self.owner_default.name, input_megapixels(item))
         return entry.counted_usd - before
 
     def _note(self, entry: LedgerEntry) -> None:
@@ -660,6 +702,11 @@ def _key_for(destination: egress.Destination, settings: FalSettings) -> str | No
         return resolve_key(settings.key)
     except MissingKey:
         return None
+
+
+def input_megapixels(item: WorkItem) -> float:
+    """All of an item's input images, in megapixels: what a learned cost is kept with."""
+    return sum(img.size[0] * img.size[1] for img in item.images) / 1e6
 
 
 def _let_go(day_hold: str | None) -> None:

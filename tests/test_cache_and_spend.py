@@ -13,7 +13,8 @@ import torch
 from conftest import pack, run_node, sample_image
 
 from comfyui_fal_edit.nodes import caches as caches_mod
-from comfyui_fal_edit.nodes import pricing
+from comfyui_fal_edit.nodes import pricing, server_settings
+from fal_emulator import billing
 from comfyui_fal_edit.nodes.endpoints import BY_NODE
 from comfyui_fal_edit.nodes.errors import FalNodeError
 from comfyui_fal_edit.nodes.runtime import run_endpoint
@@ -239,6 +240,12 @@ def test_a_run_after_a_crash_picks_up_the_job_instead_of_paying_again(fal, captu
     assert fal.state.count("cancel") == 0
     assert any("picking up request" in line for line in capture_logs)
     assert caches_mod.caches.in_flight_request(fal_request_key(fal)) is None
+    # Today's spend holds at least fal's bill: the process that sent it entered its estimate
+    # (at the price it knew, $0.04 shipped), the one that picked it up adds fal's bill.
+    [entry] = pricing.ledger.entries()
+    assert entry.billed_usd == pytest.approx(billing.total_usd(fal.state))
+    assert entry.billed_usd > 0
+    assert server_settings.spent_today() >= entry.billed_usd
 
 
 def test_a_journalled_request_fal_no_longer_knows_is_submitted_anew(fal):

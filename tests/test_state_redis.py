@@ -220,6 +220,10 @@ def test_a_killed_workers_job_is_picked_up_by_another(fal, shared_state, monkeyp
     assert fal.state.count("submit") == 1, "the job was paid for twice"
     assert fal.state.count("cancel") == 0
     assert any("picking up request" in line for line in capture_logs)
+    # The shared day holds at least fal's bill: A entered its estimate, B adds the bill.
+    [entry] = pricing.ledger.entries()
+    assert entry.billed_usd is not None and entry.billed_usd > 0
+    assert state.store().spent_today() >= entry.billed_usd
 
 
 # -- faults ------------------------------------------------------------------------------

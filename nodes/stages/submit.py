@@ -10,6 +10,8 @@ and key handling of fal_transport.py), and each failed attempt is one of:
 - unsent: provably never reached a fal job. The connection was never made (refused,
   DNS, TLS handshake, connect or pool timeout), or fal's ingress turned it away
   (408/502/503/504 without a fal request id, or any 429). Sent again, with backoff.
+  Through a proxy, a 502 or 504 is the proxy saying fal's answer did not reach it:
+  ambiguous, below.
 - refused: fal answered with its own error (a 4xx): no job was made; the answer says why.
 - server error: fal itself answered 5xx. fal bills no request that ends in a server
   error, but a job is not proven absent: the charge stays counted, nothing is resent
@@ -40,6 +42,9 @@ from .plan import WorkItem
 RESUBMITS_AFTER_LOST_ANSWER = 1
 # fal's ingress answers these without a request id when the request never reached a job.
 INGRESS_STATUSES = (408, 429, 502, 503, 504)
+# A proxy (or any gateway) answers these, without a fal request id, when fal's answer did
+# not come back to it: the job may exist, as after a reset.
+GATEWAY_STATUSES = (502, 504)
 # These say "not taken, come back later" whoever sends them: no job is made by a 429
 # (fal-client retries it in every case, and so does the pack).
 TRY_LATER_STATUSES = (429,)
@@ -232,8 +237,12 @@ async def _post(client: Any, endpoint_id: str, payload: dict[str, Any],
         else:   # a fal-client that changed inside
             error = httpx.HTTPStatusError(f"HTTP {response.status_code}", request=request,
                                           response=response)
-        if response.status_code in INGRESS_STATUSES and not request_id or \
-                response.status_code in TRY_LATER_STATUSES:
+        if response.status_code in TRY_LATER_STATUSES:
+            raise _Failed(UNSENT, error, _retry_after(response))
+        if response.status_code in INGRESS_STATUSES and not request_id:
+            if getattr(client, "through_proxy", False) and \
+                    response.status_code in GATEWAY_STATUSES:
+                raise _Failed(AMBIGUOUS, error) from None
             raise _Failed(UNSENT, error, _retry_after(response))
         if response.status_code >= 500:
             raise _Failed(SERVER_ERROR, error)
