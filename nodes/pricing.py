@@ -196,7 +196,8 @@ class Estimate:
                     f"what fal last billed for these inputs")
         if self.price.source == "assumed":
             return (f"{self.price.note}: counted as ≈ ${self.total:.3f} "
-                    f"(${self.price.unit_price:g} an image) against the spend limits")
+                    f"(${self.price.unit_price:g} an image) against the spend limits until "
+                    f"fal's bill")
         mark = "" if self.exact else " (estimate)"
         unit = "MP" if self.price.per_megapixel else "image"
         each = f"${self.price.unit_price:g}"

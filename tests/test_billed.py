@@ -114,6 +114,9 @@ def test_a_per_second_price_is_learned_from_the_bill(priced, statuses):
     run_catalogue(AURA, {"upscale_factor": 4}, image=sample_image(16, 16, seed=1))
     assert "fal bills $0.0009 per second, which can't be counted before the run" in statuses[-1]
     assert "billed $0.0009 by fal" in statuses[-1]
+    # The $0.25 stood in for the bill until it came; the status must not say it still counts.
+    assert "counted as ≈ $0.250 ($0.25 an image) against the spend limits until fal's bill" \
+        in statuses[-1]
     [entry] = pricing.ledger.entries()
     assert entry.estimated_usd == pytest.approx(unpriced)
     assert entry.billed_usd == pytest.approx(billing.total_usd(priced.state)) == \

@@ -24,6 +24,7 @@ import { addSwatches, RECRAFT_NODE, SWATCHES_STYLE } from "./swatches.js";
 
 const EXTENSION = "comfyui-fal-edit";
 const FAL_CATEGORY = "fal/";
+const SPEND_NODE = "FalSpend";   // its report shows in its body (result_panel.js)
 
 const frontend = createFrontend({ app, api });
 const routes = createRoutes(frontend);
@@ -153,6 +154,11 @@ frontend.registerExtension({
       extendMethod(proto, "onNodeCreated", function () {
         addSwatches(frontend, this);
       }, "colour swatches unavailable");
+    }
+    if (nodeData?.name === SPEND_NODE) {
+      extendMethod(proto, "onExecuted", function (output) {
+        results.showReport(this, output);
+      }, "could not show the spend report");
     }
     if (isFalEndpoint(nodeData)) {
       proto.falEndpoint = true;

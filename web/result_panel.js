@@ -19,6 +19,7 @@ export const RESULT_STYLE = `
   box-sizing: border-box; }
 .fal-result-line .fal-mini { padding: 0 8px; height: 18px; line-height: 16px; }
 .fal-result-line > :first-child { overflow: hidden; text-overflow: ellipsis; flex: 1; }
+.fal-result-report { font: 10px/16px monospace; white-space: pre-wrap; overflow-wrap: anywhere; }
 .fal-result-failed { color: #ff8080; white-space: normal; overflow-wrap: anywhere; line-height: 16px; font-size: 11px; }
 `;
 
@@ -72,6 +73,20 @@ export function createResultPanel({ frontend, layout }) {
     return true;
   }
 
+  /**
+   * The fal Spend node's report (its UI output's `text`): one row a line, in its body. No
+   * front end shows a node's `ui.text` by itself, so without this the node ran and showed
+   * nothing. Long lines wrap, so the estimate and billed columns at their end stay in sight.
+   */
+  function showReport(node, output) {
+    const text = output?.text?.[0];
+    if (typeof text !== "string" || !text) return false;
+    const rows = text.split("\n");
+    const width = Math.max(120, (node.size?.[0] ?? 300) - 16);
+    fill(node, rows.map((line) => el("div", { class: "fal-result-report" }, line)), wrappedHeight(rows, width));
+    return true;
+  }
+
   /** The node failed: its sentences in the node's body. */
   function showFailure(node, sentences) {
     const texts = failureLines(sentences);
@@ -119,5 +134,5 @@ export function createResultPanel({ frontend, layout }) {
     }
   }
 
-  return { showResult, showFailure, clear, startRun, showRunFailure, showPromptErrors };
+  return { showResult, showReport, showFailure, clear, startRun, showRunFailure, showPromptErrors };
 }

@@ -81,3 +81,23 @@ test("item 5: a refusal shows until the next prompt is accepted; a run failure u
   results.startRun(sharpen);
   assert.equal(text(sharpen), "");
 });
+
+test("the fal Spend node's report (its ui text) is in its body, one line a row, and the node grows", () => {
+  const { results } = setUp();
+  const spend = makeNode(9, { type: "FalSpend", pos: [400, 0], size: [300, 60] });
+  const report = "endpoint | request id | state | estimate (USD) | billed (USD)\n" +
+    "fal-ai/aura-sr | 6ca8 | billed | 0.2500 | 0.0009\n" +
+    "total this session: $0.0009 ($0.0009 billed by fal for 1 request(s), $0.0000 estimated for 0; 0 from cache)";
+  assert.equal(results.showReport(spend, { text: [report] }), true);
+  const panel = panelOf(spend);
+  const rows = [...panel.element.querySelectorAll(".fal-result-report")].map((row) => row.textContent);
+  assert.deepEqual(rows, report.split("\n"));
+  // Long lines wrap (the billed column ends them): more 16 px lines than rows.
+  assert.ok(Number.parseInt(panel.element.style.height, 10) > 3 * 16 + 6);
+  assert.ok(spend.size[1] >= spend.computeSize()[1]);
+  // A second run's report replaces the first; an output without text leaves the panel alone.
+  assert.equal(results.showReport(spend, { text: ["total this session: $0.00"] }), true);
+  assert.equal(panel.element.textContent, "total this session: $0.00");
+  assert.equal(results.showReport(spend, {}), false);
+  assert.equal(panel.element.textContent, "total this session: $0.00");
+});
