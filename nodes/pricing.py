@@ -694,11 +694,11 @@ class Ledger:
         rows = self.entries()
         if not rows:
             return "No fal calls in this session yet."
-        lines = ["endpoint | request id | state | estimate (USD) | billed (USD)"]
+        lines = ["endpoint | request id | state | estimate (USD) | billed (USD) | time on fal"]
         for e in rows:
             lines.append(f"{e.endpoint_id} | {e.request_id or '-'} | {entry_state(e)} | "
-                         f"{0.0 if e.cached else e.estimated_usd:.4f} | {billed_text(e)}"
-                         + (f" | {fal_times(e)}" if fal_times(e) else ""))
+                         f"{0.0 if e.cached else e.estimated_usd:.4f} | {billed_text(e)} | "
+                         f"{fal_times(e) or '-'}")
         sent = [e for e in rows if not e.cached]
         billed = [e for e in sent if e.billed_usd is not None]
         lines.append(f"total this session: ${self.spent():.4f} "

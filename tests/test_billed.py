@@ -161,3 +161,17 @@ def test_a_bill_on_an_error_answer_counts(priced, monkeypatch):
     assert entry.billed_units == 3 and entry.billed_usd == pytest.approx(0.09)
     assert pricing.ledger.spent() == pytest.approx(0.09)
     assert server_settings.spent_today() == pytest.approx(0.09)
+
+
+def test_the_spend_report_has_a_header_for_every_column():
+    """The fal Spend node shows the report as a table: a row with fal's times has a heading
+    for them, and a row without has a placeholder, so the columns line up."""
+    book = pricing.Ledger()
+    timed = pricing.LedgerEntry("fal-ai/aura-sr", "r1", False, 0.25, None, billed_usd=0.0009,
+                                queue_s=0.5, run_s=1.0)
+    book.add(timed)
+    book.add(pricing.LedgerEntry("fal-ai/post-processing/sharpen", "r2", False, 0.002, None))
+    header, *rows, total = book.report().splitlines()
+    assert header.endswith("| time on fal")
+    assert [row.count(" | ") for row in rows] == [header.count(" | ")] * 2
+    assert rows[1].endswith("| -") and total.startswith("total this session")
