@@ -207,6 +207,52 @@ def scaled_note(data: bytes, max_pixels: int) -> str | None:
             f"has the SVG itself")
 
 
+# resvg is drawn in a child process: a hostile SVG can crash it (a deep <g> or <mask>
+# chain overflows its stack, a huge filter region aborts it) or keep it busy for hours
+# (feConvolveMatrix, feTurbulence's numOctaves, many large blurs), and in ComfyUI's own
+# process that would kill or hang the server. The child has a CPU and a memory limit
+# (POSIX) and a wall-clock timeout (everywhere).
+RENDER_SECONDS = 60
+RENDER_MEMORY = 3 << 30     # a 100 MP drawing is a 400 MB canvas plus a layer or two
+_DRAW = """
+import sys
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_CPU, (int(sys.argv[3]), int(sys.argv[3])))
+    resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[4]), int(sys.argv[4])))
+except (ImportError, ValueError, OSError):
+    pass
+import resvg_py
+# width and height again: resvg fits the drawing within them (aspect kept), so even a
+# size it read otherwise could not pass the cap.
+png = resvg_py.svg_to_bytes(svg_string=sys.stdin.buffer.read().decode(),
+                            width=int(sys.argv[1]), height=int(sys.argv[2]))
+sys.stdout.buffer.write(bytes(png))
+"""
+
+
+def _draw(markup: str, width: int, height: int) -> bytes:
+    """resvg's PNG of `markup`, drawn in a child process within RENDER_SECONDS and
+    RENDER_MEMORY; SvgRefused if it fails, crashes or runs out of either."""
+    import subprocess
+    import sys
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", _DRAW, str(width), str(height),
+             str(RENDER_SECONDS), str(RENDER_MEMORY)],
+            input=markup.encode(), capture_output=True, timeout=RENDER_SECONDS + 5)
+    except subprocess.TimeoutExpired:
+        raise SvgRefused(f"an SVG result took more than {RENDER_SECONDS} s to draw") from None
+    if done.returncode != 0 or not done.stdout:
+        lines = [line for line in done.stderr.decode("utf-8", "replace").splitlines()
+                 if line.strip() and not line.startswith(("note:", "stack backtrace"))]
+        why = f"it crashed, signal {-done.returncode}" if done.returncode < 0 else \
+            lines[-1].strip()[:80] if lines else f"exit status {done.returncode}"
+        raise SvgRefused(f"resvg could not draw an SVG result within {RENDER_SECONDS} s "
+                         f"and {RENDER_MEMORY >> 30} GiB ({why})")
+    return done.stdout
+
+
 def render(data: bytes, max_pixels: int) -> np.ndarray:
     """The SVG drawn as H x W x 4 uint8 RGBA (transparent where it draws nothing)."""
     from PIL import Image
@@ -219,12 +265,7 @@ def render(data: bytes, max_pixels: int) -> np.ndarray:
     cleaner = _Cleaner(max_pixels)
     cleaner.feed(data)
     width, height = cleaner.drawn_size()
-    try:
-        # width and height again: resvg fits the drawing within them (aspect kept), so
-        # even a size it read otherwise could not pass the cap.
-        png = resvg_py.svg_to_bytes(svg_string="".join(cleaner.parts), width=width,
-                                    height=height)
-    except (ValueError, RuntimeError) as exc:
-        raise SvgRefused(f"resvg could not draw an SVG result ({str(exc)[:80]})") from None
-    with Image.open(io.BytesIO(bytes(png)), formats=["PNG"]) as drawn:
+    del resvg_py            # imported here only to say what to install; drawn in a child
+    png = _draw("".join(cleaner.parts), width, height)
+    with Image.open(io.BytesIO(png), formats=["PNG"]) as drawn:
         return np.array(drawn.convert("RGBA"))

@@ -102,6 +102,33 @@ def test_too_many_elements_are_refused_before_any_tree_is_built(monkeypatch):
         imaging.decode(text.encode())
 
 
+@pytest.mark.parametrize("text", [
+    # 50,000 nested groups overflow resvg's stack (SIGSEGV), as does a chain of masks
+    f'<svg {SVG_NS} width="9" height="9">' + "<g>" * 50_000 + "</g>" * 50_000 + "</svg>",
+    f'<svg {SVG_NS} width="9" height="9">' + "".join(
+        f'<mask id="m{i}"><rect width="9" height="9" mask="url(#m{i - 1})"/></mask>'
+        for i in range(1, 3000)) + '<rect mask="url(#m2999)" width="9" height="9"/></svg>',
+    # a filter region 30 times the canvas each way aborts resvg (a Rust panic)
+    f'<svg {SVG_NS} width="10000" height="10000"><filter id="f" x="-1000%" y="-1000%" '
+    f'width="3000%" height="3000%"><feGaussianBlur stdDeviation="100000"/></filter>'
+    f'<rect filter="url(#f)" width="10000" height="10000"/></svg>',
+])
+def test_an_svg_that_crashes_resvg_is_refused_and_this_process_lives(text):
+    """resvg runs in a child process: drawn in ComfyUI's own, these killed the server."""
+    with pytest.raises(svg.SvgRefused, match="resvg could not draw an SVG result"):
+        imaging.decode(text.encode())
+
+
+def test_an_svg_that_keeps_resvg_busy_is_stopped(monkeypatch):
+    """feTurbulence with a million octaves runs for hours; the child's time is bounded."""
+    monkeypatch.setattr(svg, "RENDER_SECONDS", 2)
+    text = (f'<svg {SVG_NS} width="2000" height="2000"><filter id="f"><feTurbulence '
+            f'baseFrequency="0.01" numOctaves="1000000"/></filter>'
+            f'<rect filter="url(#f)" width="2000" height="2000"/></svg>')
+    with pytest.raises(svg.SvgRefused, match="within 2 s|more than 2 s"):
+        imaging.decode(text.encode())
+
+
 def test_a_refused_svg_result_says_so_in_one_sentence(fal, monkeypatch):
     original = EmulatorServer._result_response
 
