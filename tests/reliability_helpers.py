@@ -151,3 +151,17 @@ async def guarded(name: str, bound_s: float, **inputs: Any) -> Outcome:
 
 def run_guarded(name: str, bound_s: float, **inputs: Any) -> Outcome:
     return asyncio.run(guarded(name, bound_s, **inputs))
+
+
+def results_fail_with_a_bill(monkeypatch, units: str) -> None:
+    """Every result the emulator serves is a 500 error that says fal billed `units` (fal
+    sends x-fal-billable-units on error answers too)."""
+    from aiohttp import web
+    from fal_emulator.server import EmulatorServer
+
+    def failed_but_billed(self, job):
+        return web.json_response({"detail": "Internal error"}, status=500,
+                                 headers={"x-fal-billable-units": units,
+                                          "x-fal-request-id": job.id})
+
+    monkeypatch.setattr(EmulatorServer, "_result_response", failed_but_billed)

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+import reliability_helpers as rh
 from conftest import node, run_node, sample_image
 
 from comfyui_fal_edit.nodes import pricing, routes, server_settings
@@ -147,14 +148,7 @@ def test_fal_queue_and_run_times_show_in_the_ledger_when_known():
 
 def test_a_bill_on_an_error_answer_counts(priced, monkeypatch):
     """fal answered the result with an error, and said what it billed: that counts."""
-    from aiohttp import web
-
-    def failed_but_billed(self, job):
-        return web.json_response({"detail": "Internal error"}, status=500,
-                                 headers={"x-fal-billable-units": "3",
-                                          "x-fal-request-id": job.id})
-
-    monkeypatch.setattr(EmulatorServer, "_result_response", failed_but_billed)
+    rh.results_fail_with_a_bill(monkeypatch, "3")
     with pytest.raises(FalNodeError):
         run_flux()
     [entry] = pricing.ledger.entries()

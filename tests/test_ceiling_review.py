@@ -23,7 +23,6 @@ from conftest import pack, run_node, sample_image
 from comfyui_fal_edit.nodes import pricing, server_settings
 from comfyui_fal_edit.nodes.errors import FalNodeError
 from comfyui_fal_edit.nodes.settings import FalSettings
-from fal_emulator import billing
 from fal_emulator.server import EmulatorServer
 
 NODE = "FalColorCorrection"               # $0.04 an image (the shipped price)
@@ -107,16 +106,8 @@ def run_aura(image, **settings):
 def test_a_bill_of_nothing_for_a_failed_request_is_not_learned(priced, monkeypatch):
     """fal failed the request and billed 0 units: that says nothing about what the next,
     successful one costs. Learned as $0, 100 requests would pass any ceiling."""
-    from aiohttp import web
-
     original = EmulatorServer._result_response
-
-    def failed_unbilled(self, job):
-        return web.json_response({"detail": "Internal error"}, status=500,
-                                 headers={"x-fal-billable-units": "0",
-                                          "x-fal-request-id": job.id})
-
-    monkeypatch.setattr(EmulatorServer, "_result_response", failed_unbilled)
+    rh.results_fail_with_a_bill(monkeypatch, "0")
     with pytest.raises(FalNodeError):
         run_aura(sample_image(16, 16, seed=80))
     monkeypatch.setattr(EmulatorServer, "_result_response", original)
